@@ -1,0 +1,25 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'data/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: {
+      globals: { process: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', Buffer: 'readonly', URL: 'readonly', module: 'readonly', require: 'readonly', __dirname: 'readonly' },
+    },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-imports': 'off',
+    },
+  },
+  {
+    files: ['lib/http/**/*.ts', 'lib/agent/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { paths: ['node:cluster', 'cluster'] }] },
+  },
+  {
+    files: ['lib/supervisor/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { paths: ['express', 'ws'] }] },
+  },
+);

@@ -1,0 +1,82 @@
+// envalid validators whose error messages say what is expected and never echo the input:
+// the reporter decides whether a value may be shown (it never shows a secret's).
+import { EnvError, makeValidator } from 'envalid';
+
+const TRUE = new Set(['true', '1', 'yes', 'on']);
+const FALSE = new Set(['false', '0', 'no', 'off']);
+
+function expected(what: string): never {
+  throw new EnvError(`expected ${what}`);
+}
+
+function parseInteger(input: string, min: number, max: number, what: string): number {
+  const s = input.trim();
+  if (!/^-?\d+$/.test(s)) expected(what);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < min || n > max) expected(what);
+  return n;
+}
+
+export const bool = makeValidator<boolean>((input) => {
+  const s = String(input).trim().toLowerCase();
+  if (TRUE.has(s)) return true;
+  if (FALSE.has(s)) return false;
+  return expected('a boolean: true/false, 1/0, yes/no or on/off');
+});
+
+export const port = makeValidator<number>((input) =>
+  parseInteger(input, 1, 65535, 'a TCP port, an integer from 1 to 65535'),
+);
+
+export function int(min: number, max = Number.MAX_SAFE_INTEGER, unit = '') {
+  const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+  const what = `an integer ${range}${unit ? ` (${unit})` : ''}`;
+  return makeValidator<number>((input) => parseInteger(input, min, max, what));
+}
+
+/** Milliseconds, or `false`/`off`/`0` meaning disabled (0). */
+export const msOrOff = makeValidator<number>((input) => {
+  const s = String(input).trim().toLowerCase();
+  if (s === '' || FALSE.has(s)) return 0;
+  return parseInteger(s, 0, 2_147_483_647, 'milliseconds (an integer >= 0), or false/off/0 to disable');
+});
+
+/** `auto` (available parallelism) or an integer >= 1. */
+export function workers(available: () => number) {
+  return makeValidator<number>((input) => {
+    const s = String(input).trim().toLowerCase();
+    if (s === 'auto') return Math.max(1, available());
+    return parseInteger(s, 1, 1024, 'an integer from 1 to 1024, or auto');
+  });
+}
+
+export function oneOf<T extends string>(choices: readonly T[]) {
+  return makeValidator<T>((input) => {
+    const s = String(input).trim().toLowerCase() as T;
+    if (!choices.includes(s)) expected(`one of ${choices.join(', ')}`);
+    return s;
+  });
+}
+
+/** Any string (trimmed); `nonEmpty` rejects an empty one. */
+export function text(nonEmpty = false) {
+  return makeValidator<string>((input) => {
+    const s = String(input).trim();
+    if (nonEmpty && s === '') expected('a non-empty value');
+    return s;
+  });
+}
+
+/** An http(s) URL, or empty (the feature is then off). */
+export const optionalUrl = makeValidator<string>((input) => {
+  const s = String(input).trim();
+  if (s === '') return '';
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return expected('an http:// or https:// URL, or empty');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') expected('an http:// or https:// URL, or empty');
+  return s;
+});

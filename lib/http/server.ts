@@ -1,0 +1,116 @@
+// One http.Server carrying Express and the ws server, with a drain that loses no request:
+// stop listening (keeping open sockets), answer what arrives with `Connection: close`, close
+// sockets that stay idle, close WebSockets with the given code, force only at the deadline.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import net, { type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createApp } from './app.js';
+import type { AppDeps } from './deps.js';
+import { healthHandler } from './routes/health.js';
+import { createWsServer, WS_PATH } from './ws.js';
+
+/** How long a socket may stay idle during a drain before it is closed. */
+const IDLE_GRACE_MS = 300;
+
+interface TrackedSocket extends Socket {
+  active?: number;
+}
+
+export interface HttpService {
+  server: http.Server;
+  /** Requests answered so far. */
+  requestCount(): number;
+  drain(wsCloseCode: number, timeoutMs: number): Promise<boolean>;
+}
+
+export function createHttpService(deps: AppDeps): HttpService {
+  const app = createApp(deps);
+  const health = healthHandler(deps);
+  const wss = createWsServer(deps);
+  const sockets = new Set<TrackedSocket>();
+  const inflight = new Set<ServerResponse>();
+  let requests = 0;
+
+  const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
+    requests++;
+    const socket = req.socket as TrackedSocket;
+    socket.active = (socket.active ?? 0) + 1;
+    inflight.add(res);
+    res.once('close', () => {
+      socket.active = (socket.active ?? 1) - 1;
+      inflight.delete(res);
+    });
+    if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
+    // Answered before Express's router: the cheapest path for load balancers and probes.
+    if (req.url === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+      health(req, res);
+      return;
+    }
+    app(req, res);
+  });
+
+  server.on('connection', (socket: TrackedSocket) => {
+    socket.active = 0;
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== WS_PATH || deps.lifecycle.draining) {
+      const status = path !== WS_PATH ? '404 Not Found' : '503 Service Unavailable';
+      const body = JSON.stringify({ detail: path !== WS_PATH ? 'Not Found' : 'Service Unavailable' });
+      socket.end(
+        `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    // The socket now belongs to the WebSocket: never closed as idle by a drain.
+    (socket as TrackedSocket).active = 1;
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+
+  server.on('clientError', (_err, socket: Duplex) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  async function drain(wsCloseCode: number, timeoutMs: number): Promise<boolean> {
+    deps.lifecycle.draining = true;
+    // net.Server's close stops accepting but, unlike http.Server's in Node 20, keeps idle
+    // keep-alive sockets open, so a request racing the close is still answered.
+    net.Server.prototype.close.call(server);
+    for (const res of inflight) if (!res.headersSent) res.setHeader('Connection', 'close');
+    for (const ws of wss.clients) ws.close(wsCloseCode, wsCloseCode === 1012 ? 'service restart' : 'going away');
+
+    const deadline = Date.now() + timeoutMs;
+    const idleSince = new Map<TrackedSocket, number>();
+    return await new Promise<boolean>((resolve) => {
+      const tick = (): void => {
+        const now = Date.now();
+        for (const s of sockets) {
+          if ((s.active ?? 0) > 0) {
+            idleSince.delete(s);
+            continue;
+          }
+          const since = idleSince.get(s) ?? now;
+          idleSince.set(s, since);
+          if (now - since >= IDLE_GRACE_MS) s.destroy();
+        }
+        if (sockets.size === 0 && wss.clients.size === 0) {
+          clearInterval(timer);
+          resolve(true);
+        } else if (now >= deadline) {
+          clearInterval(timer);
+          for (const ws of wss.clients) ws.terminate();
+          for (const s of sockets) s.destroy();
+          resolve(false);
+        }
+      };
+      const timer = setInterval(tick, 50);
+      tick();
+    });
+  }
+
+  return { server, requestCount: () => requests, drain };
+}

@@ -1,0 +1,77 @@
+// A worker's life: settings -> dependencies -> app -> listen -> ready; heartbeat; drain on
+// request (or on SIGTERM) and exit.
+import cluster from 'node:cluster';
+import { validateSettings } from '../config/settings.js';
+import { createHttpService } from '../http/server.js';
+import type { AppDeps } from '../http/deps.js';
+import {
+  isPrimaryMessage,
+  WS_CLOSE_GOING_AWAY,
+  WS_CLOSE_SERVICE_RESTART,
+  type DrainReason,
+  type WorkerToPrimary,
+} from '../ipc.js';
+import { createLogger } from '../telemetry/logger.js';
+
+function send(msg: WorkerToPrimary): void {
+  if (process.send && process.connected) process.send(msg);
+}
+
+export async function bootWorker(): Promise<void> {
+  const settings = validateSettings(process.env);
+  const workerId = cluster.worker?.id ?? 0;
+  const logger = createLogger({
+    role: 'worker',
+    workerId,
+    level: settings.LOG_LEVEL,
+    format: settings.LOG_FORMAT,
+  });
+  const deps: AppDeps = {
+    settings,
+    logger,
+    workerId,
+    startedAt: Date.now(),
+    lifecycle: { draining: false, stopping: false },
+  };
+  const http = createHttpService(deps);
+
+  await new Promise<void>((resolve, reject) => {
+    http.server.once('error', reject);
+    http.server.listen(settings.SERVICE_PORT, settings.SERVICE_HOST, () => {
+      http.server.off('error', reject);
+      resolve();
+    });
+  });
+  http.server.on('error', (err) => logger.error('server error', { err }));
+
+  // Heartbeat from the main event loop: a blocked loop goes silent and the primary notices.
+  const beatEvery = Math.max(200, Math.min(1000, Math.floor(settings.SERVICE_WORKER_TIMEOUT / 4)));
+  const beat = setInterval(() => {
+    send({ t: 'heartbeat', requests: http.requestCount(), rss: process.memoryUsage.rss() });
+  }, beatEvery);
+  beat.unref();
+
+  let draining: Promise<void> | undefined;
+  const drain = (reason: DrainReason, timeoutMs: number): Promise<void> => {
+    draining ??= (async () => {
+      deps.lifecycle.stopping = reason === 'stop';
+      logger.info('draining', { reason });
+      const code = reason === 'stop' ? WS_CLOSE_GOING_AWAY : WS_CLOSE_SERVICE_RESTART;
+      const clean = await http.drain(code, timeoutMs);
+      logger.info(clean ? 'drained, exiting' : 'drain deadline reached, exiting', { reason });
+      clearInterval(beat);
+      process.exit(clean ? 0 : 1);
+    })();
+    return draining;
+  };
+
+  process.on('message', (m: unknown) => {
+    if (isPrimaryMessage(m) && m.t === 'drain') void drain(m.reason, m.timeoutMs);
+  });
+  // systemd's control-group kill and `kill <worker>` send SIGTERM to workers directly.
+  process.on('SIGTERM', () => void drain('stop', settings.SERVICE_GRACEFUL_TIMEOUT));
+  // Ctrl-C reaches the whole process group: the primary coordinates the stop.
+  process.on('SIGINT', () => {});
+
+  send({ t: 'ready', host: settings.SERVICE_HOST, port: settings.SERVICE_PORT });
+}

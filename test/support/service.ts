@@ -1,0 +1,211 @@
+// Drives the real CLI (dist/bin/agent.js) as a child process on a free port, in its own
+// temporary working directory, and reads its JSON log lines.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'bin', 'agent.js');
+
+export async function freePort(): Promise<number> {
+  return await new Promise((res, rej) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+export interface LogLine {
+  level?: string;
+  message?: string;
+  role?: string;
+  pid?: number;
+  worker?: number;
+  worker_id?: number;
+  [k: string]: unknown;
+}
+
+export interface RunOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  /** Written to config.env in the working directory. */
+  configText?: string;
+  cwd?: string;
+}
+
+export class Service {
+  readonly proc: ChildProcess;
+  readonly stdout: string[] = [];
+  readonly stderr: string[] = [];
+  readonly logs: LogLine[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private listeners: (() => void)[] = [];
+
+  constructor(
+    readonly port: number,
+    readonly cwd: string,
+    opts: RunOptions,
+  ) {
+    this.proc = spawn(process.execPath, [CLI, ...(opts.args ?? ['start'])], {
+      cwd,
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '',
+        SERVICE_HOST: '127.0.0.1',
+        SERVICE_PORT: String(port),
+        LOG_FORMAT: 'json',
+        ...opts.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const collect = (into: string[], parse: boolean) => {
+      let buf = '';
+      return (chunk: Buffer) => {
+        buf += chunk.toString();
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          into.push(line);
+          if (parse && line.startsWith('{')) {
+            try {
+              this.logs.push(JSON.parse(line) as LogLine);
+            } catch {
+              /* not a log line */
+            }
+          }
+          for (const l of this.listeners) l();
+        }
+      };
+    };
+    this.proc.stdout!.on('data', collect(this.stdout, true));
+    this.proc.stderr!.on('data', collect(this.stderr, false));
+    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
+    this.exited.then(() => {
+      for (const l of this.listeners) l();
+    });
+  }
+
+  get output(): string {
+    return [...this.stdout, ...this.stderr].join('\n');
+  }
+
+  /** Waits until a log line matches; rejects on timeout or exit. */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 15000, from = 0): Promise<LogLine> {
+    return new Promise((res, rej) => {
+      let done = false;
+      const check = () => {
+        if (done) return;
+        const hit = this.logs.slice(from).find(pred);
+        if (hit) {
+          finish();
+          res(hit);
+        } else if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+          finish();
+          rej(new Error(`service exited before the expected log line; output:\n${this.output.slice(-4000)}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        finish();
+        rej(new Error(`timed out waiting for a log line; output:\n${this.output.slice(-4000)}`));
+      }, timeoutMs);
+      const finish = () => {
+        done = true;
+        clearTimeout(timer);
+        this.listeners = this.listeners.filter((l) => l !== check);
+      };
+      this.listeners.push(check);
+      check();
+    });
+  }
+
+  waitReady(timeoutMs = 20000): Promise<LogLine> {
+    return this.waitForLog((l) => typeof l.message === 'string' && l.message.startsWith('ready: '), timeoutMs);
+  }
+
+  /** Pids of the workers that are currently ready (from the primary's log). */
+  readyWorkerPids(): number[] {
+    const live = new Map<number, number>();
+    for (const l of this.logs) {
+      if (l.role !== 'primary' || typeof l.worker !== 'number') continue;
+      if (l.message === 'worker ready') live.set(l.worker, l.worker_pid as number);
+      else if (/^worker \d+ (exited|killed)/.test(l.message ?? '')) live.delete(l.worker);
+    }
+    return [...live.values()];
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(t);
+    }
+  }
+}
+
+export function tempDir(prefix = 'astron-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function startService(opts: RunOptions = {}): Promise<Service> {
+  const cwd = opts.cwd ?? tempDir();
+  if (opts.configText !== undefined) writeFileSync(join(cwd, 'config.env'), opts.configText);
+  const port = Number(opts.env?.SERVICE_PORT ?? (await freePort()));
+  return new Service(port, cwd, opts);
+}
+
+/** Runs the CLI to completion (for config, health, version, and failing starts). */
+export async function runCli(opts: RunOptions & { timeoutMs?: number } = {}) {
+  const svc = await startService(opts);
+  const t = setTimeout(() => svc.proc.kill('SIGKILL'), opts.timeoutMs ?? 20000);
+  const res = await svc.exited;
+  clearTimeout(t);
+  return { ...res, svc, stdout: svc.stdout.join('\n'), stderr: svc.stderr.join('\n') };
+}
+
+export interface HttpResult {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+export function request(
+  port: number,
+  path: string,
+  opts: { method?: string; body?: string | Buffer; headers?: Record<string, string>; agent?: http.Agent | false; timeoutMs?: number } = {},
+): Promise<HttpResult> {
+  return new Promise((res, rej) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: opts.method ?? 'GET',
+        headers: opts.headers,
+        agent: opts.agent ?? false,
+        timeout: opts.timeoutMs ?? 10000,
+      },
+      (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => res({ status: r.statusCode ?? 0, headers: r.headers, body: Buffer.concat(chunks).toString() }));
+        r.on('error', rej);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+    req.on('error', rej);
+    if (opts.body !== undefined) req.write(opts.body);
+    req.end();
+  });
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
