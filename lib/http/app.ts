@@ -2,6 +2,7 @@
 import express, { type Express } from 'express';
 import type { AppDeps } from './deps.js';
 import { errorHandler, notFound } from './errors.js';
+import { testHooksRouter } from './routes/test-hooks.js';
 
 export function createApp(deps: AppDeps): Express {
   const app = express();
@@ -11,6 +12,7 @@ export function createApp(deps: AppDeps): Express {
     if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
     next();
   });
+  if (deps.testHooks) app.use(testHooksRouter());
   app.use(notFound);
   app.use(errorHandler(deps));
   return app;

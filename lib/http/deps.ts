@@ -15,4 +15,6 @@ export interface AppDeps {
   workerId: number;
   startedAt: number;
   lifecycle: Lifecycle;
+  /** Test-only routes under /__test (AGENT_TEST_HOOKS=1). */
+  testHooks?: boolean;
 }

@@ -32,7 +32,9 @@ export async function bootWorker(): Promise<void> {
     workerId,
     startedAt: Date.now(),
     lifecycle: { draining: false, stopping: false },
+    testHooks: process.env.AGENT_TEST_HOOKS === '1',
   };
+  if (deps.testHooks) logger.warn('AGENT_TEST_HOOKS=1: test-only routes under /__test are on');
   const http = createHttpService(deps);
 
   await new Promise<void>((resolve, reject) => {
