@@ -3,10 +3,13 @@
 // sockets that stay idle, close WebSockets with the given code, force only at the deadline.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { createApp } from './app.js';
 import type { AppDeps } from './deps.js';
 import { healthHandler } from './routes/health.js';
+import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
+import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
 import { createWsServer, WS_PATH } from './ws.js';
 
 /** How long a socket may stay idle during a drain before it is closed. */
@@ -18,8 +21,10 @@ interface TrackedSocket extends Socket {
 
 export interface HttpService {
   server: http.Server;
-  /** Requests answered so far. */
+  /** Requests received so far. */
   requestCount(): number;
+  /** Calls `fn` once when the request count reaches `n`. */
+  onRequestCount(n: number, fn: () => void): void;
   drain(wsCloseCode: number, timeoutMs: number): Promise<boolean>;
 }
 
@@ -27,23 +32,43 @@ export function createHttpService(deps: AppDeps): HttpService {
   const app = createApp(deps);
   const health = healthHandler(deps);
   const wss = createWsServer(deps);
+  const metrics = deps.metrics;
+  const scrape = metrics && deps.settings.METRICS_ENABLE ? metricsHandler(deps, metrics) : undefined;
   const sockets = new Set<TrackedSocket>();
   const inflight = new Set<ServerResponse>();
   let requests = 0;
+  let countWatch: { n: number; fn: () => void } | undefined;
 
   const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
     requests++;
+    if (countWatch && requests >= countWatch.n) {
+      const { fn } = countWatch;
+      countWatch = undefined;
+      fn();
+    }
     const socket = req.socket as TrackedSocket;
     socket.active = (socket.active ?? 0) + 1;
     inflight.add(res);
+    const startedAt = metrics ? performance.now() : 0;
+    let route: string | undefined; // set by the fast paths; Express routes: the matched pattern
     res.once('close', () => {
       socket.active = (socket.active ?? 1) - 1;
       inflight.delete(res);
+      if (metrics) {
+        const status = res.writableFinished ? String(res.statusCode) : CLIENT_CLOSED_STATUS;
+        metrics.observeRequest(req.method ?? 'GET', route ?? routeLabel(req), status, startedAt);
+      }
     });
     if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
     // Answered before Express's router: the cheapest path for load balancers and probes.
     if (req.url === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+      route = '/health';
       health(req, res);
+      return;
+    }
+    if (scrape && isMetricsRequest(req)) {
+      route = '/metrics';
+      scrape(req, res);
       return;
     }
     app(req, res);
@@ -67,7 +92,13 @@ export function createHttpService(deps: AppDeps): HttpService {
     }
     // The socket now belongs to the WebSocket: never closed as idle by a drain.
     (socket as TrackedSocket).active = 1;
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (metrics) {
+        metrics.wsOpened();
+        ws.once('close', () => metrics.wsClosed());
+      }
+      wss.emit('connection', ws, req);
+    });
   });
 
   server.on('clientError', (_err, socket: Duplex) => {
@@ -112,5 +143,12 @@ export function createHttpService(deps: AppDeps): HttpService {
     });
   }
 
-  return { server, requestCount: () => requests, drain };
+  return {
+    server,
+    requestCount: () => requests,
+    onRequestCount: (n, fn) => {
+      countWatch = { n, fn };
+    },
+    drain,
+  };
 }

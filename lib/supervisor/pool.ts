@@ -203,8 +203,14 @@ export class Pool extends EventEmitter<PoolEvents> {
       for (const n of next.notices) this.log.warn(n);
       this.reportLiveChanges(next.settings);
       this.log.info('rolling reload started', { reason, workers: this.liveCount() });
-      this.env = next.mergedEnv;
-      this.settings = { ...next.settings, SERVICE_HOST: this.settings.SERVICE_HOST, SERVICE_PORT: this.settings.SERVICE_PORT };
+      // The listen address and the scheduling policy stay those of the running primary.
+      const fixed = {
+        SERVICE_HOST: this.settings.SERVICE_HOST,
+        SERVICE_PORT: this.settings.SERVICE_PORT,
+        SERVICE_SCHEDULING: this.settings.SERVICE_SCHEDULING,
+      };
+      this.env = { ...next.mergedEnv, ...Object.fromEntries(Object.entries(fixed).map(([k, v]) => [k, String(v)])) };
+      this.settings = { ...next.settings, ...fixed };
       this.crashes = new CrashTracker(this.policy(), this.random);
 
       const old = [...this.slots.values()].filter((s) => s.state !== 'draining' && !s.retired);
@@ -352,9 +358,11 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   private spawn(purpose: Purpose): Slot {
-    const worker = cluster.fork(this.env);
-    const now = Date.now();
     const maxReq = this.settings.SERVICE_MAX_REQUESTS;
+    // Jitter (0-10%) so that workers started together do not recycle together.
+    const maxRequests = maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0;
+    const worker = cluster.fork({ ...this.env, AGENT_WORKER_MAX_REQUESTS: String(maxRequests) });
+    const now = Date.now();
     const slot: Slot = {
       worker,
       id: worker.id,
@@ -366,7 +374,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       lastBeat: now,
       requests: 0,
       rss: 0,
-      maxRequests: maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0,
+      maxRequests,
       waiters: [],
     };
     this.slots.set(slot.id, slot);

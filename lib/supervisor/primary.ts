@@ -2,9 +2,12 @@
 import { loadConfig, loadOrReport, type LoadOptions } from '../config/load.js';
 import { createLogger } from '../telemetry/logger.js';
 import { version } from '../version.js';
+import { createNotifier, monotonicUsec } from './notify.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import { Pool } from './pool.js';
+import { metricsNotices, startClusterMetrics } from './scrape.js';
 import { installSignals } from './signals.js';
+import { watchForReload } from './watch.js';
 
 export function runPrimary(opts: LoadOptions): void {
   const config = loadOrReport(opts);
@@ -34,6 +37,20 @@ export function runPrimary(opts: LoadOptions): void {
     const other = writePidFile(pidFile);
     if (other) logger.warn(`pid file ${pidFile} named a live process (${other}); overwritten`);
   }
+  const notifier = createNotifier(logger);
+  if (notifier) {
+    pool.on('ready', (n) => notifier.send('READY=1', `STATUS=${n} workers ready`));
+    pool.on('reloading', () => notifier.send('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=reloading'));
+    pool.on('reloaded', (result) => notifier.send('READY=1', `STATUS=reload ${result}; ${pool.readyCount()} workers ready`));
+    pool.on('stopping', () => notifier.send('STOPPING=1', 'STATUS=stopping'));
+  }
+  for (const n of metricsNotices(settings)) logger.warn(n);
+  if (settings.METRICS_ENABLE) startClusterMetrics({ pool, settings, logger });
   installSignals(pool);
   pool.start();
+  if (settings.SERVICE_RELOAD) {
+    watchForReload(pool, logger, config.file.path).catch((err: unknown) =>
+      logger.error('cannot watch files; SERVICE_RELOAD has no effect', { err }),
+    );
+  }
 }

@@ -12,12 +12,16 @@ import {
   type WorkerToPrimary,
 } from '../ipc.js';
 import { createLogger } from '../telemetry/logger.js';
+import { createWorkerMetrics, processChannel } from '../telemetry/metrics.js';
 
 function send(msg: WorkerToPrimary): void {
   if (process.send && process.connected) process.send(msg);
 }
 
 export async function bootWorker(): Promise<void> {
+  if (process.env.AGENT_TEST_HOOKS === '1' && process.env.AGENT_TEST_BOOT_FAIL === '1') {
+    throw new Error('AGENT_TEST_BOOT_FAIL=1: this worker refuses to boot (test hook)');
+  }
   const settings = validateSettings(process.env);
   const workerId = cluster.worker?.id ?? 0;
   const logger = createLogger({
@@ -34,6 +38,18 @@ export async function bootWorker(): Promise<void> {
     lifecycle: { draining: false, stopping: false },
     testHooks: process.env.AGENT_TEST_HOOKS === '1',
   };
+  // Metrics: one registry per worker; the OTLP SDK is loaded only when the push is on.
+  const push = settings.UPLOAD_METRICS && settings.OTLP_ENABLE;
+  if (settings.METRICS_ENABLE || push) {
+    deps.metrics = createWorkerMetrics({
+      channel: settings.METRICS_ENABLE ? processChannel() : undefined,
+      scrapeTimeoutMs: settings.METRICS_SCRAPE_TIMEOUT,
+    });
+  }
+  const otlp =
+    push && deps.metrics
+      ? (await import('../telemetry/otlp.js')).startOtlp({ settings, metrics: deps.metrics, logger })
+      : undefined;
   if (deps.testHooks) logger.warn('AGENT_TEST_HOOKS=1: test-only routes under /__test are on');
   const http = createHttpService(deps);
 
@@ -48,10 +64,12 @@ export async function bootWorker(): Promise<void> {
 
   // Heartbeat from the main event loop: a blocked loop goes silent and the primary notices.
   const beatEvery = Math.max(200, Math.min(1000, Math.floor(settings.SERVICE_WORKER_TIMEOUT / 4)));
-  const beat = setInterval(() => {
-    send({ t: 'heartbeat', requests: http.requestCount(), rss: process.memoryUsage.rss() });
-  }, beatEvery);
+  const heartbeat = () => send({ t: 'heartbeat', requests: http.requestCount(), rss: process.memoryUsage.rss() });
+  const beat = setInterval(heartbeat, beatEvery);
   beat.unref();
+  // Reaching the request limit is reported at once (the primary decides on the recycling).
+  const maxRequests = Number(process.env.AGENT_WORKER_MAX_REQUESTS) || 0;
+  if (maxRequests > 0) http.onRequestCount(maxRequests, heartbeat);
 
   let draining: Promise<void> | undefined;
   const drain = (reason: DrainReason, timeoutMs: number): Promise<void> => {
@@ -60,6 +78,9 @@ export async function bootWorker(): Promise<void> {
       logger.info('draining', { reason });
       const code = reason === 'stop' ? WS_CLOSE_GOING_AWAY : WS_CLOSE_SERVICE_RESTART;
       const clean = await http.drain(code, timeoutMs);
+      // Last values: to the primary (cluster counters stay exact) and one more OTLP export.
+      await deps.metrics?.sendFinal();
+      await otlp?.shutdown(settings.OTLP_METRIC_EXPORT_TIMEOUT_MILLIS);
       logger.info(clean ? 'drained, exiting' : 'drain deadline reached, exiting', { reason });
       clearInterval(beat);
       process.exit(clean ? 0 : 1);

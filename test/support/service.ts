@@ -53,16 +53,19 @@ export class Service {
     readonly cwd: string,
     opts: RunOptions,
   ) {
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      SERVICE_HOST: '127.0.0.1',
+      SERVICE_PORT: String(port),
+      LOG_FORMAT: 'json',
+      ...opts.env,
+    };
+    // An empty SERVICE_* value in opts.env means "leave it unset" (so config.env decides).
+    for (const [k, v] of Object.entries(opts.env ?? {})) if (v === '' && k.startsWith('SERVICE_')) delete env[k];
     this.proc = spawn(process.execPath, [CLI, ...(opts.args ?? ['start'])], {
       cwd,
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '',
-        SERVICE_HOST: '127.0.0.1',
-        SERVICE_PORT: String(port),
-        LOG_FORMAT: 'json',
-        ...opts.env,
-      },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const collect = (into: string[], parse: boolean) => {
@@ -159,7 +162,7 @@ export function tempDir(prefix = 'astron-test-'): string {
 export async function startService(opts: RunOptions = {}): Promise<Service> {
   const cwd = opts.cwd ?? tempDir();
   if (opts.configText !== undefined) writeFileSync(join(cwd, 'config.env'), opts.configText);
-  const port = Number(opts.env?.SERVICE_PORT ?? (await freePort()));
+  const port = Number(opts.env?.SERVICE_PORT || (await freePort()));
   return new Service(port, cwd, opts);
 }
 

@@ -1,0 +1,411 @@
+// Cluster-wide metrics, primary side. One scrape = one collect round: the primary asks every
+// serving worker over IPC for its registry (as JSON), waits at most METRICS_SCRAPE_TIMEOUT, and
+// aggregates what came back with prom-client's aggregation (`AggregatorRegistry.aggregate`, a
+// pure function; not its `clusterMetrics()` round-trip, which fails the whole scrape after a
+// fixed 5 s when one worker is busy). A worker that does not answer in time is left out and
+// counted in `astron_agent_metrics_missing_workers`.
+//
+// Counters never go backwards (the departed-worker scheme): the primary keeps each worker's
+// latest snapshot. Every scrape adds, for each worker that did not answer (busy, stopped,
+// disconnected, exited), the counter and histogram values of its latest snapshot; when a worker
+// is gone (exited and its IPC channel closed) those values move into one "departed"
+// accumulator, summed by series, that every later scrape adds. A worker that drains (reload,
+// recycle, scale down, stop) sends a final snapshot after its last request, so nothing it
+// counted is lost; a worker killed outright (kill -9, OOM) loses only what it counted since the
+// last scrape, which can only make a counter smaller than the truth, never decrease it. Gauges
+// (memory, open sockets, ...) of a worker that did not answer are left out: they are not known.
+import cluster, { type Worker } from 'node:cluster';
+import http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Settings } from '../config/settings.js';
+import {
+  isMetricsWorkerMessage,
+  type MetricJson,
+  type MetricsPrimaryToWorker,
+  type MetricsWorkerToPrimary,
+} from '../ipc.js';
+import type { Logger } from '../telemetry/logger.js';
+import { bearerOk, type ScrapeResult } from '../telemetry/metrics.js';
+import type { Pool } from './pool.js';
+
+type Value = MetricJson['values'][number];
+
+/** IPC send callback: a send to a worker going away fails quietly (its exit is handled). */
+const ignore = (): void => {};
+
+/** The series of a snapshot that only ever grow: counters and histograms summed across workers. */
+export function monotonicPart(metrics: readonly MetricJson[]): MetricJson[] {
+  return metrics.filter(
+    (m) => (m.type === 'counter' || m.type === 'histogram') && (m.aggregator === undefined || m.aggregator === 'sum'),
+  );
+}
+
+function seriesKey(metric: MetricJson, v: Value): string {
+  const labels = Object.keys(v.labels)
+    .sort()
+    .map((k) => `${k}=${String(v.labels[k])}`)
+    .join(',');
+  return `${v.metricName ?? metric.name}{${labels}}`;
+}
+
+/** JSON over IPC turns NaN into null: give prom-client a number back. */
+function sanitize(metrics: MetricJson[]): MetricJson[] {
+  for (const m of metrics) for (const v of m.values) if (typeof v.value !== 'number') v.value = NaN;
+  return metrics;
+}
+
+/**
+ * Pure state of the departed-worker scheme (no processes): the latest snapshot of each worker
+ * and the summed counters of the workers that are gone.
+ */
+export class SnapshotStore {
+  private readonly latest = new Map<number, { round: number; metrics: MetricJson[] }>();
+  private readonly departed = new Map<string, { meta: Omit<MetricJson, 'values'>; values: Map<string, Value> }>();
+  departedWorkers = 0;
+
+  /** Keeps the newest snapshot of a worker (a final one is never replaced). */
+  update(id: number, round: number, metrics: MetricJson[], final = false): void {
+    const prev = this.latest.get(id);
+    const r = final ? Infinity : round;
+    if (!prev || r >= prev.round) this.latest.set(id, { round: r, metrics });
+  }
+
+  has(id: number): boolean {
+    return this.latest.has(id);
+  }
+
+  /** The worker is gone: its counters join the departed accumulator. */
+  depart(id: number): void {
+    const last = this.latest.get(id);
+    if (!last) return;
+    this.latest.delete(id);
+    this.departedWorkers++;
+    for (const m of monotonicPart(last.metrics)) {
+      let acc = this.departed.get(m.name);
+      if (!acc) {
+        acc = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' }, values: new Map() };
+        this.departed.set(m.name, acc);
+      }
+      for (const v of m.values) {
+        const key = seriesKey(m, v);
+        const prev = acc.values.get(key);
+        if (prev) prev.value += v.value;
+        else acc.values.set(key, { value: v.value, labels: { ...v.labels }, ...(v.metricName ? { metricName: v.metricName } : {}) });
+      }
+    }
+  }
+
+  departedJson(): MetricJson[] {
+    return [...this.departed.values()].map(({ meta, values }) => ({
+      ...meta,
+      values: [...values.values()].map((v) => ({ ...v, labels: { ...v.labels } })),
+    }));
+  }
+
+  /**
+   * What one scrape aggregates: every fresh answer whole; for every other worker still known,
+   * the counters of its latest snapshot; the departed accumulator.
+   */
+  compose(answered: ReadonlyMap<number, MetricJson[]>): MetricJson[][] {
+    const arrays: MetricJson[][] = [...answered.values()];
+    for (const [id, last] of this.latest) if (!answered.has(id)) arrays.push(monotonicPart(last.metrics));
+    const departed = this.departedJson();
+    if (departed.length > 0) arrays.push(departed);
+    return arrays;
+  }
+}
+
+export interface ScrapeTarget {
+  id: number;
+  send(msg: MetricsPrimaryToWorker): void;
+}
+
+export interface RoundResult {
+  arrays: MetricJson[][];
+  expected: number;
+  missing: number;
+  ms: number;
+}
+
+/** Fan-out with a deadline; concurrent scrapes share the round in flight. */
+export class ClusterScraper {
+  readonly store = new SnapshotStore();
+  private round = 0;
+  private inflight?: {
+    round: number;
+    pending: Set<number>;
+    answered: Map<number, MetricJson[]>;
+    finish: () => void;
+  };
+  private current?: Promise<RoundResult>;
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly targets: () => ScrapeTarget[],
+  ) {}
+
+  /** Every metrics message from a worker goes through here. */
+  onSnapshot(id: number, msg: Extract<MetricsWorkerToPrimary, { t: 'metrics-snapshot' }>): void {
+    const metrics = sanitize(msg.metrics);
+    this.store.update(id, msg.round, metrics, msg.final === true);
+    const f = this.inflight;
+    if (f && !msg.final && msg.round === f.round && f.pending.delete(id)) {
+      f.answered.set(id, metrics);
+      if (f.pending.size === 0) f.finish();
+    }
+  }
+
+  /** The worker exited and its IPC channel is closed: no message of its can still arrive. */
+  onGone(id: number): void {
+    if (this.inflight?.pending.delete(id) && this.inflight.pending.size === 0) this.inflight.finish();
+    this.store.depart(id);
+  }
+
+  collect(): Promise<RoundResult> {
+    this.current ??= this.runRound().finally(() => {
+      this.current = undefined;
+    });
+    return this.current;
+  }
+
+  private runRound(): Promise<RoundResult> {
+    const started = performance.now();
+    const round = ++this.round;
+    const targets = this.targets();
+    const pending = new Set<number>();
+    const answered = new Map<number, MetricJson[]>();
+    return new Promise<RoundResult>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (): void => {
+        if (this.inflight?.round !== round) return;
+        this.inflight = undefined;
+        clearTimeout(timer);
+        resolve({
+          arrays: this.store.compose(answered),
+          expected: targets.length,
+          missing: pending.size,
+          ms: performance.now() - started,
+        });
+      };
+      this.inflight = { round, pending, answered, finish };
+      for (const t of targets) {
+        pending.add(t.id);
+        try {
+          t.send({ t: 'metrics-collect', round });
+        } catch {
+          // A worker going away: it stays pending and counts as missing.
+        }
+      }
+      if (pending.size === 0) {
+        finish();
+        return;
+      }
+      timer = setTimeout(finish, this.timeoutMs);
+    });
+  }
+}
+
+export interface ClusterMetrics {
+  /** The whole cluster's metrics in the Prometheus text format. */
+  render(): Promise<ScrapeResult>;
+  readonly scraper: ClusterScraper;
+  readonly registry: Registry;
+  close(): void;
+}
+
+export interface ClusterMetricsOptions {
+  pool: Pick<Pool, 'on' | 'workers'>;
+  settings: Settings;
+  logger: Logger;
+}
+
+/** Wires the scrape to cluster IPC, the supervisor series to the pool's events, METRICS_PORT. */
+export function startClusterMetrics({ pool, settings, logger }: ClusterMetricsOptions): ClusterMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'astron_agent_primary_' });
+  const ready = new Gauge({
+    name: 'astron_agent_workers_ready',
+    help: 'Workers ready and serving',
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'astron_agent_worker_processes',
+    help: 'Worker processes alive, by state (starting, ready, draining)',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const by: Record<string, number> = { starting: 0, ready: 0, draining: 0 };
+      for (const w of pool.workers()) by[w.state] = (by[w.state] ?? 0) + 1;
+      for (const [state, n] of Object.entries(by)) this.set({ state }, n);
+    },
+  });
+  const restarts = new Counter({
+    name: 'astron_agent_worker_restarts_total',
+    help: 'Workers replaced, by reason (crash, hung, memory, requests, reload)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of ['crash', 'hung', 'memory', 'requests', 'reload']) restarts.inc({ reason }, 0);
+  const reloads = new Counter({
+    name: 'astron_agent_reloads_total',
+    help: 'Rolling reloads, by result (ok, aborted, invalid-config)',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  for (const result of ['ok', 'aborted', 'invalid-config']) reloads.inc({ result }, 0);
+  const reloadTime = new Histogram({
+    name: 'astron_agent_reload_duration_seconds',
+    help: 'Rolling reload duration in seconds, by result',
+    labelNames: ['result'],
+    buckets: [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
+    registers: [registry],
+  });
+  const missing = new Gauge({
+    name: 'astron_agent_metrics_missing_workers',
+    help: 'Workers that did not answer the last scrape within METRICS_SCRAPE_TIMEOUT (their counters keep their last known values)',
+    registers: [registry],
+  });
+  const scrapeTime = new Gauge({
+    name: 'astron_agent_metrics_scrape_duration_seconds',
+    help: 'How long the last collect round over the workers took',
+    registers: [registry],
+  });
+  new Counter({
+    name: 'astron_agent_metrics_departed_workers_total',
+    help: 'Workers gone whose last counter values are kept in the cluster totals',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(scraper.store.departedWorkers);
+    },
+  });
+
+  pool.on('workers', (n) => ready.set(n));
+  pool.on('ready', (n) => ready.set(n));
+  pool.on('restart', (reason) => restarts.inc({ reason }));
+  pool.on('reloaded', (result, ms) => {
+    reloads.inc({ result });
+    reloadTime.observe({ result }, ms / 1000);
+  });
+
+  const targets = (): ScrapeTarget[] => {
+    const out: ScrapeTarget[] = [];
+    for (const w of pool.workers()) {
+      if (w.state === 'starting') continue;
+      const worker = cluster.workers?.[w.id];
+      if (!worker || !worker.isConnected()) continue;
+      out.push({ id: w.id, send: (msg) => worker.send(msg, undefined, undefined, ignore) });
+    }
+    return out;
+  };
+  const scraper = new ClusterScraper(settings.METRICS_SCRAPE_TIMEOUT, targets);
+
+  let rendering: Promise<ScrapeResult> | undefined;
+  const render = (): Promise<ScrapeResult> => {
+    rendering ??= (async () => {
+      const round = await scraper.collect();
+      missing.set(round.missing);
+      scrapeTime.set(round.ms / 1000);
+      const workersText = await AggregatorRegistry.aggregate(round.arrays).metrics();
+      const primaryText = await registry.metrics();
+      return { status: 200, contentType: registry.contentType, body: `${primaryText}\n${workersText}` };
+    })()
+      .catch((err: unknown) => {
+        logger.error('metrics scrape failed', { err });
+        return { status: 500, contentType: 'text/plain', body: 'metrics: aggregation failed\n' };
+      })
+      .finally(() => {
+        rendering = undefined;
+      });
+    return rendering;
+  };
+
+  const onMessage = (worker: Worker, msg: unknown): void => {
+    if (!isMetricsWorkerMessage(msg)) return;
+    if (msg.t === 'metrics-snapshot') {
+      scraper.onSnapshot(worker.id, msg);
+      return;
+    }
+    void render().then((r) => {
+      try {
+        const answer: MetricsPrimaryToWorker = { t: 'metrics-result', id: msg.id, ...r };
+        if (worker.isConnected()) worker.send(answer, undefined, undefined, ignore);
+      } catch {
+        // The asking worker is gone.
+      }
+    });
+  };
+  const onExit = (worker: Worker): void => {
+    const id = worker.id;
+    if (!worker.isConnected()) {
+      scraper.onGone(id);
+      return;
+    }
+    // Messages still in the channel (a final snapshot) arrive before 'disconnect'.
+    const gone = (): void => {
+      clearTimeout(t);
+      scraper.onGone(id);
+    };
+    const t = setTimeout(gone, 2000);
+    t.unref();
+    worker.once('disconnect', gone);
+  };
+  cluster.on('message', onMessage);
+  cluster.on('exit', onExit);
+
+  let server: http.Server | undefined;
+  if (settings.METRICS_PORT > 0) server = serveMetricsPort(settings, logger, render);
+
+  return {
+    render,
+    scraper,
+    registry,
+    close() {
+      cluster.off('message', onMessage);
+      cluster.off('exit', onExit);
+      server?.close();
+    },
+  };
+}
+
+/** METRICS_PORT: the same text from the primary, on its own port (no Express in the primary). */
+function serveMetricsPort(settings: Settings, logger: Logger, render: () => Promise<ScrapeResult>): http.Server {
+  const token = settings.METRICS_TOKEN;
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"detail":"Not Found"}');
+      return;
+    }
+    if (token && !bearerOk(req.headers.authorization, token)) {
+      res.writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer' }).end('unauthorized\n');
+      return;
+    }
+    void render().then((r) => {
+      res.writeHead(r.status, {
+        'Content-Type': r.contentType,
+        'Content-Length': Buffer.byteLength(r.body),
+        'Cache-Control': 'no-store',
+      });
+      res.end(req.method === 'HEAD' ? undefined : r.body);
+    });
+  });
+  server.on('error', (err) => logger.error(`METRICS_PORT ${settings.METRICS_PORT}: cannot serve metrics`, { err }));
+  server.listen(settings.METRICS_PORT, settings.SERVICE_HOST, () =>
+    logger.info(`metrics on http://${settings.SERVICE_HOST}:${settings.METRICS_PORT}/metrics`),
+  );
+  return server;
+}
+
+/** Start-up warnings about the metrics settings (logged once by the primary). */
+export function metricsNotices(s: Settings): string[] {
+  const out: string[] = [];
+  if (!s.METRICS_ENABLE && s.METRICS_PORT > 0) out.push('METRICS_PORT is ignored: METRICS_ENABLE is false');
+  if (s.UPLOAD_METRICS && s.OTLP_ENABLE && new URL(s.OTLP_ENDPOINT).port === '4317') {
+    out.push(
+      `OTLP_ENDPOINT ${s.OTLP_ENDPOINT} uses port 4317, the OTLP/gRPC port; this service pushes OTLP/HTTP (JSON), usually on port 4318`,
+    );
+  }
+  return out;
+}
