@@ -62,7 +62,8 @@ export class CrashTracker {
 }
 
 /** How a worker's exit reads in a log line. */
-export function describeExit(code: number | null, signal: string | null): string {
+export function describeExit(code: number | null, signal: string | null, bySupervisor = false): string {
+  if (signal && bySupervisor) return `killed by ${signal} (sent by the supervisor)`;
   if (signal === 'SIGKILL') return 'killed by SIGKILL, possibly out of memory';
   if (signal) return `killed by ${signal}`;
   if (code === 0) return 'exited with code 0';

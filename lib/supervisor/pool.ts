@@ -280,7 +280,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   private async recycle(id: number, reason: 'memory' | 'requests'): Promise<void> {
     const prev = this.slots.get(id);
     if (!prev || prev.state !== 'ready' || prev.retired) return;
-    this.log.info('recycling worker', { worker: id, reason, requests: prev.requests, rss_mb: Math.round(prev.rss / 1048576) });
+    this.log.info('recycling worker', { worker: id, worker_pid: prev.pid, reason, requests: prev.requests, rss_mb: Math.round(prev.rss / 1048576) });
     const fresh = this.spawn('recycle');
     if ((await this.waitReady(fresh)) !== 'ready') {
       prev.recycling = false;
@@ -495,7 +495,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.slots.delete(slot.id);
     clearTimeout(slot.readyTimer);
     clearTimeout(slot.killTimer);
-    const desc = describeExit(code, signal);
+    const desc = describeExit(code, signal, slot.retired !== undefined);
     const meta = { worker: slot.id, worker_pid: slot.pid, code, signal };
     const wasReady = slot.readyAt > 0;
     this.settle(slot, 'failed');

@@ -5,6 +5,7 @@ import type { Bench } from './lib.js';
 
 const modules: Record<string, () => Promise<{ default: Bench }>> = {
   foundation: () => import('./foundation.js'),
+  reload: () => import('./reload.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -231,4 +231,23 @@ describe('scaling and hung workers', function () {
     expect(recycled.every((l) => l.reason === 'requests')).to.equal(true);
     expect(report.pids.size).to.be.at.least(3);
   });
+
+  it('SERVICE_MAX_MEMORY_MB recycles a worker whose RSS grew past it, without losing a request', async () => {
+    svc = await startService({ env: { SERVICE_WORKERS: '2', SERVICE_MAX_MEMORY_MB: '200', ...HOOKS } });
+    await svc.waitReady();
+    const mark = svc.logs.length;
+    const grown = JSON.parse((await request(svc.port, '/__test/alloc?mb=250')).body) as { pid: number };
+    const loadDone = keepAliveLoad(svc.port, {
+      total: 1000,
+      concurrency: 6,
+      until: () => svc!.logs.some((l) => l.worker_pid === grown.pid && /\(recycle\)$/.test(l.message ?? '')),
+    });
+    const line = await svc.waitForLog((l) => l.message === 'recycling worker', 10000, mark);
+    expect(line.reason).to.equal('memory');
+    expect(line.worker_pid).to.equal(grown.pid);
+    const report = await loadDone;
+    expect(report.failed, report.errors.slice(0, 5).join(', ')).to.equal(0);
+    expect(svc.readyWorkerPids()).to.have.length(2);
+    expect(svc.readyWorkerPids()).not.to.include(grown.pid);
+  });
 });

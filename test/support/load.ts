@@ -10,6 +10,8 @@ export interface LoadReport {
   pids: Map<number, number>;
   /** [time, pid] of every answer */
   answers: [number, number][];
+  /** [start time, latency ms] of every request, failed ones included */
+  latencies: [number, number][];
 }
 
 export async function keepAliveLoad(
@@ -25,10 +27,16 @@ export async function keepAliveLoad(
 ): Promise<LoadReport> {
   const concurrency = opts.concurrency ?? 8;
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const report: LoadReport = { ok: 0, failed: 0, errors: [], pids: new Map(), answers: [] };
+  const report: LoadReport = { ok: 0, failed: 0, errors: [], pids: new Map(), answers: [], latencies: [] };
   let sent = 0;
   const one = () =>
-    new Promise<void>((resolve) => {
+    new Promise<void>((done) => {
+      const t0 = Date.now();
+      const p0 = performance.now();
+      const resolve = () => {
+        report.latencies.push([t0, performance.now() - p0]);
+        done();
+      };
       const req = http.get({ host: '127.0.0.1', port, path: opts.path ?? '/health', agent, timeout: 10000 }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

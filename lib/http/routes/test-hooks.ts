@@ -21,5 +21,11 @@ export function testHooksRouter(): Router {
     }
     res.json({ blocked: true, pid: process.pid });
   });
+  const retained: Buffer[] = [];
+  r.get('/__test/alloc', (req, res) => {
+    const mb = Math.min(ms(req.query.mb), 2048);
+    retained.push(Buffer.alloc(mb * 1024 * 1024, 1));
+    res.json({ retained_mb: retained.reduce((n, b) => n + b.length, 0) / 1048576, pid: process.pid });
+  });
   return r;
 }
