@@ -83,7 +83,8 @@ async function main(argv: string[]): Promise<number | undefined> {
       return showConfig(opts);
     case 'health': {
       const timeout = values.timeout === undefined ? 3000 : Number(values.timeout);
-      if (!Number.isInteger(timeout) || timeout <= 0) usage('--timeout takes milliseconds, an integer > 0');
+      if (!Number.isInteger(timeout) || timeout <= 0)
+        usage('--timeout takes milliseconds, an integer > 0');
       return checkHealth(opts, timeout);
     }
     case 'reload':

@@ -17,7 +17,9 @@ export function packageRoot(): string {
 export function version(): string {
   if (cached) return cached;
   try {
-    const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version?: string };
+    const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as {
+      version?: string;
+    };
     cached = pkg.version ?? '0.0.0';
   } catch {
     cached = '0.0.0';

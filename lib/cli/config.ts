@@ -6,7 +6,9 @@ import { MASK, redactString } from '../telemetry/redact.js';
 export function showConfig(opts: LoadOptions): number {
   const config = loadOrReport(opts);
   if (!config) return 2;
-  const out: string[] = [`# config file: ${config.file.path}${config.file.found ? '' : ' (not found)'}`];
+  const out: string[] = [
+    `# config file: ${config.file.path}${config.file.found ? '' : ' (not found)'}`,
+  ];
   for (const n of config.notices) out.push(`# ${n}`);
   const width = Math.max(...SETTING_NAMES.map((n) => n.length));
   for (const name of SETTING_NAMES) {

@@ -16,10 +16,13 @@ export async function checkHealth(opts: LoadOptions, timeoutMs: number): Promise
   const port = config.settings.SERVICE_PORT;
   const started = Date.now();
   const status = await new Promise<number | string>((resolve) => {
-    const req = http.get({ host, port, path: '/health', timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
+    const req = http.get(
+      { host, port, path: '/health', timeout: timeoutMs, agent: false },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
     req.on('timeout', () => {
       req.destroy();
       resolve(`no answer within ${timeoutMs} ms`);
@@ -31,6 +34,8 @@ export async function checkHealth(opts: LoadOptions, timeoutMs: number): Promise
     process.stdout.write(`healthy: ${target} answered 200 in ${Date.now() - started} ms\n`);
     return 0;
   }
-  process.stderr.write(`unhealthy: ${target}: ${typeof status === 'number' ? `HTTP ${status}` : status}\n`);
+  process.stderr.write(
+    `unhealthy: ${target}: ${typeof status === 'number' ? `HTTP ${status}` : status}\n`,
+  );
   return 1;
 }

@@ -16,6 +16,8 @@ export function signalRunning(opts: LoadOptions, signal: 'SIGHUP' | 'SIGTERM'): 
     return 1;
   }
   process.kill(pid, signal);
-  process.stdout.write(`sent ${signal} to astron-agent primary ${pid} (${signal === 'SIGHUP' ? 'rolling reload' : 'graceful stop'})\n`);
+  process.stdout.write(
+    `sent ${signal} to astron-agent primary ${pid} (${signal === 'SIGHUP' ? 'rolling reload' : 'graceful stop'})\n`,
+  );
   return 0;
 }

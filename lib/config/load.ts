@@ -2,7 +2,13 @@
 // (which wins), under CLI overrides (which win over both); then validation.
 import { resolve } from 'node:path';
 import { readDotenv, type DotenvFile } from './dotenv.js';
-import { SETTING_NAMES, SettingsError, validateSettings, type SettingName, type Settings } from './settings.js';
+import {
+  SETTING_NAMES,
+  SettingsError,
+  validateSettings,
+  type SettingName,
+  type Settings,
+} from './settings.js';
 
 export type SettingSource = 'cli' | 'env' | 'file' | 'default';
 
@@ -35,10 +41,13 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
   const path = resolve(opts.configPath ?? defaultConfigPath(opts.env));
   const file = readDotenv(path);
   const notices: string[] = [];
-  if (!file.found) notices.push(`config file ${path} not found; using the environment and defaults`);
+  if (!file.found)
+    notices.push(`config file ${path} not found; using the environment and defaults`);
   for (const p of file.problems) {
     // The line itself is not shown: it may be a secret pasted without its key.
-    notices.push(`${path}: line ${p.line} format error (no "=" in ${p.text.length} characters), skipped`);
+    notices.push(
+      `${path}: line ${p.line} format error (no "=" in ${p.text.length} characters), skipped`,
+    );
   }
 
   const mergedEnv: Record<string, string> = {};
@@ -69,8 +78,9 @@ export function loadOrReport(opts: LoadOptions): LoadedConfig | null {
   } catch (err) {
     if (!(err instanceof SettingsError)) throw err;
     for (const line of err.problems) process.stderr.write(`${line}\n`);
-    process.stderr.write(`astron-agent: invalid configuration (${err.problems.length} problem(s)); not starting\n`);
+    process.stderr.write(
+      `astron-agent: invalid configuration (${err.problems.length} problem(s)); not starting\n`,
+    );
     return null;
   }
 }
-

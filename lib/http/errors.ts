@@ -19,7 +19,8 @@ export function errorHandler(deps: AppDeps) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     const e = (err ?? {}) as HttpishError;
     const status = e.status ?? e.statusCode ?? 500;
-    if (status >= 500) deps.logger.error('request failed', { method: req.method, path: req.path, err });
+    if (status >= 500)
+      deps.logger.error('request failed', { method: req.method, path: req.path, err });
     if (res.headersSent) {
       res.destroy();
       return;

@@ -7,17 +7,25 @@ export interface Notifier {
   send(...assignments: string[]): void;
 }
 
-export function createNotifier(logger: Logger, env: NodeJS.ProcessEnv = process.env): Notifier | null {
+export function createNotifier(
+  logger: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+): Notifier | null {
   if (!env.NOTIFY_SOCKET) return null;
   let warned = false;
   return {
     send(...assignments: string[]) {
-      execFile('systemd-notify', [`--pid=${process.pid}`, ...assignments], { timeout: 5000 }, (err) => {
-        if (err && !warned) {
-          warned = true;
-          logger.warn('systemd-notify failed', { err: err.message, assignments });
-        }
-      });
+      execFile(
+        'systemd-notify',
+        [`--pid=${process.pid}`, ...assignments],
+        { timeout: 5000 },
+        (err) => {
+          if (err && !warned) {
+            warned = true;
+            logger.warn('systemd-notify failed', { err: err.message, assignments });
+          }
+        },
+      );
     },
   };
 }

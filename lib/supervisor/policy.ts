@@ -15,7 +15,11 @@ export interface RestartPolicy {
  * Backoff for the n-th crash in a row (n >= 1): the first is replaced at once, then
  * base * 2^(n-2) capped at max, with "equal jitter" (between half and all of it).
  */
-export function restartDelay(streak: number, p: RestartPolicy, random: () => number = Math.random): number {
+export function restartDelay(
+  streak: number,
+  p: RestartPolicy,
+  random: () => number = Math.random,
+): number {
   if (streak <= 1) return 0;
   const exp = Math.min(p.backoffMaxMs, p.backoffBaseMs * 2 ** Math.min(30, streak - 2));
   return Math.round(exp / 2 + random() * (exp / 2));
@@ -62,7 +66,11 @@ export class CrashTracker {
 }
 
 /** How a worker's exit reads in a log line. */
-export function describeExit(code: number | null, signal: string | null, bySupervisor = false): string {
+export function describeExit(
+  code: number | null,
+  signal: string | null,
+  bySupervisor = false,
+): string {
   if (signal && bySupervisor) return `killed by ${signal} (sent by the supervisor)`;
   if (signal === 'SIGKILL') return 'killed by SIGKILL, possibly out of memory';
   if (signal) return `killed by ${signal}`;

@@ -109,7 +109,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   // ---- public -------------------------------------------------------------------------------
 
   start(): void {
-    cluster.schedulingPolicy = this.settings.SERVICE_SCHEDULING === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;
+    cluster.schedulingPolicy =
+      this.settings.SERVICE_SCHEDULING === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: workerExec });
     cluster.on('message', (worker, msg) => this.onMessage(worker, msg));
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
@@ -125,7 +126,10 @@ export class Pool extends EventEmitter<PoolEvents> {
       return;
     }
     if (this.phase === 'stopping') return;
-    if (cmd.kind === 'reload' && (this.reloadQueued || this.queue.some((c) => c.kind === 'reload'))) {
+    if (
+      cmd.kind === 'reload' &&
+      (this.reloadQueued || this.queue.some((c) => c.kind === 'reload'))
+    ) {
       this.log.info('reload already queued; this request joins it', { reason: cmd.reason });
       return;
     }
@@ -209,7 +213,10 @@ export class Pool extends EventEmitter<PoolEvents> {
         SERVICE_PORT: this.settings.SERVICE_PORT,
         SERVICE_SCHEDULING: this.settings.SERVICE_SCHEDULING,
       };
-      this.env = { ...next.mergedEnv, ...Object.fromEntries(Object.entries(fixed).map(([k, v]) => [k, String(v)])) };
+      this.env = {
+        ...next.mergedEnv,
+        ...Object.fromEntries(Object.entries(fixed).map(([k, v]) => [k, String(v)])),
+      };
       this.settings = { ...next.settings, ...fixed };
       this.crashes = new CrashTracker(this.policy(), this.random);
 
@@ -220,10 +227,13 @@ export class Pool extends EventEmitter<PoolEvents> {
         const fresh = this.spawn('reload');
         const result = await this.waitReady(fresh);
         if (result !== 'ready') {
-          this.log.error('reload aborted: a new worker did not become ready; the old workers keep serving', {
-            worker: fresh.id,
-            error: fresh.bootError,
-          });
+          this.log.error(
+            'reload aborted: a new worker did not become ready; the old workers keep serving',
+            {
+              worker: fresh.id,
+              error: fresh.bootError,
+            },
+          );
           this.emit('reloaded', 'aborted', Date.now() - started);
           return;
         }
@@ -233,7 +243,8 @@ export class Pool extends EventEmitter<PoolEvents> {
       // A changed SERVICE_WORKERS applies once every worker runs the new code.
       const target = next.settings.SERVICE_WORKERS;
       while (this.desired < target && this.phase === 'running') await this.scale(1);
-      while (this.desired > target && this.desired > 1 && this.phase === 'running') await this.scale(-1);
+      while (this.desired > target && this.desired > 1 && this.phase === 'running')
+        await this.scale(-1);
       const ms = Date.now() - started;
       this.log.info('rolling reload done', { workers: this.readyCount(), duration_ms: ms });
       this.emit('reloaded', 'ok', ms);
@@ -245,11 +256,16 @@ export class Pool extends EventEmitter<PoolEvents> {
   private reportLiveChanges(next: Settings): void {
     for (const key of ['SERVICE_HOST', 'SERVICE_PORT', 'SERVICE_SCHEDULING'] as const) {
       if (next[key] !== this.settings[key]) {
-        this.log.warn(`${key} changed (${String(this.settings[key])} -> ${String(next[key])}); it cannot change on a reload: restart the service to apply it`);
+        this.log.warn(
+          `${key} changed (${String(this.settings[key])} -> ${String(next[key])}); it cannot change on a reload: restart the service to apply it`,
+        );
       }
     }
     if (next.SERVICE_WORKERS !== this.desired) {
-      this.log.info('SERVICE_WORKERS changed on reload', { from: this.desired, to: next.SERVICE_WORKERS });
+      this.log.info('SERVICE_WORKERS changed on reload', {
+        from: this.desired,
+        to: next.SERVICE_WORKERS,
+      });
     }
   }
 
@@ -260,7 +276,9 @@ export class Pool extends EventEmitter<PoolEvents> {
       const fresh = this.spawn('scale');
       if ((await this.waitReady(fresh)) !== 'ready') {
         this.desired--;
-        this.log.error('scale up failed: the new worker did not become ready', { error: fresh.bootError });
+        this.log.error('scale up failed: the new worker did not become ready', {
+          error: fresh.bootError,
+        });
       }
       this.emit('workers', this.readyCount());
       return;
@@ -280,7 +298,13 @@ export class Pool extends EventEmitter<PoolEvents> {
   private async recycle(id: number, reason: 'memory' | 'requests'): Promise<void> {
     const prev = this.slots.get(id);
     if (!prev || prev.state !== 'ready' || prev.retired) return;
-    this.log.info('recycling worker', { worker: id, worker_pid: prev.pid, reason, requests: prev.requests, rss_mb: Math.round(prev.rss / 1048576) });
+    this.log.info('recycling worker', {
+      worker: id,
+      worker_pid: prev.pid,
+      reason,
+      requests: prev.requests,
+      rss_mb: Math.round(prev.rss / 1048576),
+    });
     const fresh = this.spawn('recycle');
     if ((await this.waitReady(fresh)) !== 'ready') {
       prev.recycling = false;
@@ -303,7 +327,10 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     this.phase = 'stopping';
     this.emit('stopping');
-    this.log.info('stopping: draining workers', { signal, timeout_ms: this.settings.SERVICE_GRACEFUL_TIMEOUT });
+    this.log.info('stopping: draining workers', {
+      signal,
+      timeout_ms: this.settings.SERVICE_GRACEFUL_TIMEOUT,
+    });
     this.clearTimers();
     for (const s of this.slots.values()) {
       if (s.state === 'starting') this.kill(s, 'killed', 'SIGKILL');
@@ -360,7 +387,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   private spawn(purpose: Purpose): Slot {
     const maxReq = this.settings.SERVICE_MAX_REQUESTS;
     // Jitter (0-10%) so that workers started together do not recycle together.
-    const maxRequests = maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0;
+    const maxRequests =
+      maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0;
     const worker = cluster.fork({ ...this.env, AGENT_WORKER_MAX_REQUESTS: String(maxRequests) });
     const now = Date.now();
     const slot: Slot = {
@@ -381,7 +409,10 @@ export class Pool extends EventEmitter<PoolEvents> {
     slot.readyTimer = setTimeout(() => {
       if (slot.state !== 'starting') return;
       slot.bootError ??= `not ready within SERVICE_READY_TIMEOUT (${this.settings.SERVICE_READY_TIMEOUT} ms)`;
-      this.log.error('worker not ready in time, killing it', { worker: slot.id, worker_pid: slot.pid });
+      this.log.error('worker not ready in time, killing it', {
+        worker: slot.id,
+        worker_pid: slot.pid,
+      });
       this.kill(slot, 'killed', 'SIGKILL');
     }, this.settings.SERVICE_READY_TIMEOUT);
     this.log.debug('worker forked', { worker: slot.id, worker_pid: slot.pid, purpose });
@@ -415,7 +446,10 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.send(slot, { t: 'drain', reason, timeoutMs: this.settings.SERVICE_GRACEFUL_TIMEOUT });
     if (reason !== 'stop') {
       // A drain for reload/scale/recycle also has a deadline.
-      slot.killTimer = setTimeout(() => slot.worker.process.kill('SIGKILL'), this.settings.SERVICE_GRACEFUL_TIMEOUT + KILL_GRACE_MS);
+      slot.killTimer = setTimeout(
+        () => slot.worker.process.kill('SIGKILL'),
+        this.settings.SERVICE_GRACEFUL_TIMEOUT + KILL_GRACE_MS,
+      );
       slot.killTimer.unref();
     }
     this.emit('workers', this.readyCount());
@@ -439,12 +473,18 @@ export class Pool extends EventEmitter<PoolEvents> {
         clearTimeout(slot.readyTimer);
         slot.state = 'ready';
         slot.readyAt = slot.lastBeat = Date.now();
-        this.log.info('worker ready', { worker: slot.id, worker_pid: slot.pid, ms: slot.readyAt - slot.forkedAt });
+        this.log.info('worker ready', {
+          worker: slot.id,
+          worker_pid: slot.pid,
+          ms: slot.readyAt - slot.forkedAt,
+        });
         this.settle(slot, 'ready');
         this.emit('workers', this.readyCount());
         if (this.phase === 'booting' && this.readyCount() >= this.desired) {
           this.phase = 'running';
-          this.log.info(`ready: ${this.readyCount()}/${this.desired} workers on ${this.settings.SERVICE_HOST}:${this.settings.SERVICE_PORT}`);
+          this.log.info(
+            `ready: ${this.readyCount()}/${this.desired} workers on ${this.settings.SERVICE_HOST}:${this.settings.SERVICE_PORT}`,
+          );
           this.emit('ready', this.readyCount());
         }
         return;
@@ -461,7 +501,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   private checkRecycle(slot: Slot): void {
-    if (slot.state !== 'ready' || slot.retired || slot.recycling || this.phase !== 'running') return;
+    if (slot.state !== 'ready' || slot.retired || slot.recycling || this.phase !== 'running')
+      return;
     const maxMb = this.settings.SERVICE_MAX_MEMORY_MB;
     let reason: 'memory' | 'requests' | undefined;
     if (slot.maxRequests > 0 && slot.requests >= slot.maxRequests) reason = 'requests';
@@ -534,10 +575,13 @@ export class Pool extends EventEmitter<PoolEvents> {
       );
       return;
     }
-    this.log.error(`worker ${slot.id} ${desc}; replacing it${d.delayMs ? ` in ${d.delayMs} ms` : ''}`, {
-      ...meta,
-      streak: d.streak,
-    });
+    this.log.error(
+      `worker ${slot.id} ${desc}; replacing it${d.delayMs ? ` in ${d.delayMs} ms` : ''}`,
+      {
+        ...meta,
+        streak: d.streak,
+      },
+    );
     if (d.delayMs === 0) {
       this.spawn('replace');
       return;

@@ -48,7 +48,11 @@ export async function watchForReload(
     timer = setTimeout(() => {
       const files = [...changed];
       changed.clear();
-      logger.info('files changed: rolling reload', { files: files.slice(0, 10), count: files.length, event });
+      logger.info('files changed: rolling reload', {
+        files: files.slice(0, 10),
+        count: files.length,
+        event,
+      });
       pool.enqueue({ kind: 'reload', reason: 'file change' });
     }, DEBOUNCE_MS);
   });

@@ -19,7 +19,9 @@ export interface LoggerOptions {
 const redactFormat = winston.format((info) => {
   const copy = redact(info) as winston.Logform.TransformableInfo;
   for (const sym of Object.getOwnPropertySymbols(info)) {
-    (copy as unknown as Record<symbol, unknown>)[sym] = (info as unknown as Record<symbol, unknown>)[sym];
+    (copy as unknown as Record<symbol, unknown>)[sym] = (
+      info as unknown as Record<symbol, unknown>
+    )[sym];
   }
   return copy;
 });

@@ -35,7 +35,10 @@ export function redact(value: unknown, depth = 0, seen: WeakSet<object> = new We
   if (value instanceof Date) return value.toISOString();
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
-    out[k] = isSecretKey(k) && v !== '' && v !== null && v !== undefined ? MASK : redact(v, depth + 1, seen);
+    out[k] =
+      isSecretKey(k) && v !== '' && v !== null && v !== undefined
+        ? MASK
+        : redact(v, depth + 1, seen);
   }
   return out;
 }

@@ -8,7 +8,8 @@ if (cluster.isPrimary) {
   let ready = 0;
   for (let i = 0; i < workers; i++) cluster.fork();
   cluster.on('listening', () => {
-    if (++ready === workers) console.log(JSON.stringify({ message: `ready: ${workers}/${workers}` }));
+    if (++ready === workers)
+      console.log(JSON.stringify({ message: `ready: ${workers}/${workers}` }));
   });
   process.on('SIGTERM', () => {
     for (const w of Object.values(cluster.workers ?? {})) w?.kill();
@@ -18,7 +19,10 @@ if (cluster.isPrimary) {
   http
     .createServer((req, res) => {
       const body = JSON.stringify({ status: 'ok', pid: process.pid });
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+      res.writeHead(200, {
+        'Content-Type': 'application/json',
+        'Content-Length': Buffer.byteLength(body),
+      });
       res.end(body);
     })
     .listen(port, '127.0.0.1');

@@ -17,7 +17,9 @@ async function bare(port: number): Promise<() => Promise<void>> {
     env: { ...process.env, PORT: String(port), WORKERS: '2' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  await new Promise<void>((res) => proc.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && res()));
+  await new Promise<void>((res) =>
+    proc.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && res()),
+  );
   return async () => {
     proc.kill('SIGTERM');
     await new Promise((r) => proc.once('exit', r));
@@ -38,17 +40,22 @@ const bench: Bench = {
     for (let round = 0; round < 3; round++) {
       const b = await load(`http://127.0.0.1:${barePort}/health`, { duration: DURATION });
       const a = await load(`http://127.0.0.1:${agent.port}/health`, { duration: DURATION });
-      if (b.errors + b.non2xx + a.errors + a.non2xx > 0) throw new Error('errors during the throughput run');
+      if (b.errors + b.non2xx + a.errors + a.non2xx > 0)
+        throw new Error('errors during the throughput run');
       bareRps.push(b.rps);
       agentRps.push(a.rps);
     }
     await stopBare();
     await agent.stop();
     const med = (xs: number[]) => percentile(xs, 50);
-    console.log(`GET /health, 2 workers, 50 connections, ${DURATION}s x3 interleaved (autocannon in-process):`);
+    console.log(
+      `GET /health, 2 workers, 50 connections, ${DURATION}s x3 interleaved (autocannon in-process):`,
+    );
     console.log(`  bare node:cluster + node:http : ${fmt(med(bareRps), 0)} req/s (median)`);
     console.log(`  astron-agent                  : ${fmt(med(agentRps), 0)} req/s (median)`);
-    console.log(`  ratio agent/bare              : ${fmt(med(agentRps) / med(bareRps), 2)}  (target >= 0.5)`);
+    console.log(
+      `  ratio agent/bare              : ${fmt(med(agentRps) / med(bareRps), 2)}  (target >= 0.5)`,
+    );
 
     // --- kill -9 -> replacement ready ------------------------------------------------------
     // Kills are spaced beyond SERVICE_RESTART_STABLE so each one takes the "first crash,
@@ -71,9 +78,15 @@ const bench: Bench = {
       latencies.push(performance.now() - t0);
     }
     await svc.stop();
-    console.log(`kill -9 of a worker -> replacement ready (its 'ready' log line), ${latencies.length} kills:`);
-    console.log(`  p50 ${fmt(percentile(latencies, 50), 0)} ms, p95 ${fmt(percentile(latencies, 95), 0)} ms  (target p50 <= 300 ms)`);
-    console.log(`idle RSS after 2 s: primary ${fmt(primaryRss)} MB (target <= 60), workers ${workerRss.map((m) => fmt(m)).join(' / ')} MB (target <= 80)`);
+    console.log(
+      `kill -9 of a worker -> replacement ready (its 'ready' log line), ${latencies.length} kills:`,
+    );
+    console.log(
+      `  p50 ${fmt(percentile(latencies, 50), 0)} ms, p95 ${fmt(percentile(latencies, 95), 0)} ms  (target p50 <= 300 ms)`,
+    );
+    console.log(
+      `idle RSS after 2 s: primary ${fmt(primaryRss)} MB (target <= 60), workers ${workerRss.map((m) => fmt(m)).join(' / ')} MB (target <= 80)`,
+    );
   },
 };
 export default bench;

@@ -16,7 +16,17 @@ export interface LoadResult {
 }
 
 /** autocannon against a URL on loopback, keep-alive, bounded by duration or amount. */
-export async function load(url: string, opts: { connections?: number; duration?: number; amount?: number; headers?: Record<string, string>; method?: string; body?: string } = {}): Promise<LoadResult> {
+export async function load(
+  url: string,
+  opts: {
+    connections?: number;
+    duration?: number;
+    amount?: number;
+    headers?: Record<string, string>;
+    method?: string;
+    body?: string;
+  } = {},
+): Promise<LoadResult> {
   const r = await autocannon({
     url,
     connections: opts.connections ?? 50,

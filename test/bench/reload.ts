@@ -19,9 +19,11 @@ async function once(workers: number) {
       if (n === 10000 && !hupAt) {
         hupAt = Date.now();
         svc.proc.kill('SIGHUP');
-        void svc.waitForLog((l) => l.message === 'rolling reload done', 60000).then((l) => {
-          doneAt = Date.parse(String(l.timestamp));
-        });
+        void svc
+          .waitForLog((l) => l.message === 'rolling reload done', 60000)
+          .then((l) => {
+            doneAt = Date.parse(String(l.timestamp));
+          });
       }
     },
   });

@@ -7,7 +7,15 @@ describe('CLI and configuration', function () {
   it('--help, version and unknown commands', async () => {
     const help = await runCli({ args: ['--help'] });
     expect(help.code).to.equal(0);
-    for (const word of ['start', 'config', 'health', 'version', '--config', '--workers', '--port']) {
+    for (const word of [
+      'start',
+      'config',
+      'health',
+      'version',
+      '--config',
+      '--workers',
+      '--port',
+    ]) {
       expect(help.stdout).to.contain(word);
     }
     const v = await runCli({ args: ['version'] });
@@ -22,7 +30,8 @@ describe('CLI and configuration', function () {
     const r = await runCli({
       args: ['config'],
       env: { SERVICE_WORKERS: '3', LOG_LEVEL: 'debug' },
-      configText: 'SERVICE_WORKERS=2\nSERVICE_NAME="quoted name"\n# comment\n\nTHIS LINE IS BROKEN\nLOG_LEVEL=warn\n',
+      configText:
+        'SERVICE_WORKERS=2\nSERVICE_NAME="quoted name"\n# comment\n\nTHIS LINE IS BROKEN\nLOG_LEVEL=warn\n',
     });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/SERVICE_WORKERS\s+= 3\s+\[env\]/);
@@ -33,7 +42,10 @@ describe('CLI and configuration', function () {
   });
 
   it('--port and --workers win over the environment', async () => {
-    const r = await runCli({ args: ['config', '--port', '18123', '--workers', '2'], env: { SERVICE_WORKERS: '5' } });
+    const r = await runCli({
+      args: ['config', '--port', '18123', '--workers', '2'],
+      env: { SERVICE_WORKERS: '5' },
+    });
     expect(r.code).to.equal(0);
     expect(r.stdout).to.match(/SERVICE_PORT\s+= 18123\s+\[cli\]/);
     expect(r.stdout).to.match(/SERVICE_WORKERS\s+= 2\s+\[cli\]/);
@@ -44,18 +56,25 @@ describe('CLI and configuration', function () {
     writeFileSync(join(dir, 'other.env'), 'SERVICE_NAME=from-other\n');
     const r = await runCli({ args: ['config', '--config', join(dir, 'other.env')] });
     expect(r.stdout).to.match(/SERVICE_NAME\s+= from-other\s+\[file\]/);
-    const missing = await runCli({ args: ['config'], env: { AGENT_CONFIG_FILE: join(dir, 'nope.env') } });
+    const missing = await runCli({
+      args: ['config'],
+      env: { AGENT_CONFIG_FILE: join(dir, 'nope.env') },
+    });
     expect(missing.code).to.equal(0);
     expect(missing.stdout).to.contain('not found');
   });
 
   it('invalid SERVICE_PORT and SERVICE_WORKERS: exit 2 before any fork, one line each, naming them', async () => {
-    const r = await runCli({ env: { SERVICE_PORT: 'eighty', SERVICE_WORKERS: '0', SERVICE_WS_PING_INTERVAL: 'soon' } });
+    const r = await runCli({
+      env: { SERVICE_PORT: 'eighty', SERVICE_WORKERS: '0', SERVICE_WS_PING_INTERVAL: 'soon' },
+    });
     expect(r.code).to.equal(2);
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('invalid setting'));
     expect(lines).to.have.length(3);
     expect(r.stderr).to.match(/invalid setting SERVICE_PORT: expected a TCP port/);
-    expect(r.stderr).to.match(/invalid setting SERVICE_WORKERS: expected an integer from 1 to 1024, or auto/);
+    expect(r.stderr).to.match(
+      /invalid setting SERVICE_WORKERS: expected an integer from 1 to 1024, or auto/,
+    );
     expect(r.stderr).to.match(/invalid setting SERVICE_WS_PING_INTERVAL/);
     expect(r.svc.logs.filter((l) => l.message === 'worker ready')).to.have.length(0);
   });
@@ -85,7 +104,10 @@ describe('CLI and configuration', function () {
 
   it('health: 0 against a running service, 1 when nothing answers', async () => {
     const port = await freePort();
-    const down = await runCli({ args: ['health', '--timeout', '500'], env: { SERVICE_PORT: String(port) } });
+    const down = await runCli({
+      args: ['health', '--timeout', '500'],
+      env: { SERVICE_PORT: String(port) },
+    });
     expect(down.code).to.equal(1);
     const svc = await startService({ env: { SERVICE_PORT: String(port) } });
     try {

@@ -21,10 +21,13 @@ function readDockerfile(): Image {
   const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
   const stages = text.split(/^FROM /m);
   const runtime = stages[stages.length - 1]!;
-  const line = (instr: string) => new RegExp(`^${instr}\\s+(.*)$`, 'm').exec(runtime)?.[1]?.trim() ?? '';
+  const line = (instr: string) =>
+    new RegExp(`^${instr}\\s+(.*)$`, 'm').exec(runtime)?.[1]?.trim() ?? '';
   const json = (s: string) => JSON.parse(s) as string[];
   const hc = /CMD\s+(\[.*\])/.exec(line('HEALTHCHECK'))?.[1];
-  const copies = [...runtime.matchAll(/^COPY\s+(?!--from)(\S+)\s+(\S+)$/gm)].map((m) => [m[1]!, m[2]!] as [string, string]);
+  const copies = [...runtime.matchAll(/^COPY\s+(?!--from)(\S+)\s+(\S+)$/gm)].map(
+    (m) => [m[1]!, m[2]!] as [string, string],
+  );
   return {
     workdir: line('WORKDIR'),
     entrypoint: json(line('ENTRYPOINT')),
@@ -79,7 +82,8 @@ describe('container image (Dockerfile)', function () {
     main.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     main.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     const deadline = Date.now() + 20000;
-    while (!out.includes('ready: 2/2 workers on 0.0.0.0:') && Date.now() < deadline) await sleep(50);
+    while (!out.includes('ready: 2/2 workers on 0.0.0.0:') && Date.now() < deadline)
+      await sleep(50);
     expect(out, out).to.contain(`ready: 2/2 workers on 0.0.0.0:${port}`);
     const hc = run(img.healthcheck, app, env);
     let hcOut = '';
@@ -107,7 +111,9 @@ describe('systemd notify protocol', function () {
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     const got: string[] = [];
-    receiver.stdout!.on('data', (d: Buffer) => got.push(...d.toString().split('\n').filter(Boolean)));
+    receiver.stdout!.on('data', (d: Buffer) =>
+      got.push(...d.toString().split('\n').filter(Boolean)),
+    );
     while (!got.includes('listening')) await sleep(20);
     const svc = await startService({ env: { SERVICE_WORKERS: '2', NOTIFY_SOCKET: sock } });
     try {
@@ -127,7 +133,9 @@ describe('systemd notify protocol', function () {
       expect(await waitFor(/READY=1 STATUS=reload ok/)).to.be.a('string');
       await svc.stop('SIGTERM');
       expect(await waitFor(/STOPPING=1/)).to.be.a('string');
-      const order = got.filter((l) => /READY=1|RELOADING=1|STOPPING=1/.test(l)).map((l) => /(READY|RELOADING|STOPPING)=1/.exec(l)![1]);
+      const order = got
+        .filter((l) => /READY=1|RELOADING=1|STOPPING=1/.test(l))
+        .map((l) => /(READY|RELOADING|STOPPING)=1/.exec(l)![1]);
       expect(order).to.deep.equal(['READY', 'RELOADING', 'READY', 'STOPPING']);
     } finally {
       await svc.stop('SIGKILL');

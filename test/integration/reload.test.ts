@@ -2,7 +2,15 @@ import { expect } from 'chai';
 import { utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { keepAliveLoad } from '../support/load.js';
-import { CLI, freePort, request, runCli, sleep, startService, type Service } from '../support/service.js';
+import {
+  CLI,
+  freePort,
+  request,
+  runCli,
+  sleep,
+  startService,
+  type Service,
+} from '../support/service.js';
 
 const HOOKS = { AGENT_TEST_HOOKS: '1' };
 const isReady = (m?: string) => m === 'worker ready';
@@ -44,11 +52,16 @@ async function reloadUnderLoad(workers: number) {
 }
 
 describe('rolling reload', function () {
-  it('SIGHUP under keep-alive load (2 workers): 0 failures, every worker pid changed', () => reloadUnderLoad(2));
-  it('SIGHUP under keep-alive load (1 worker): 0 failures, the worker pid changed', () => reloadUnderLoad(1));
+  it('SIGHUP under keep-alive load (2 workers): 0 failures, every worker pid changed', () =>
+    reloadUnderLoad(2));
+  it('SIGHUP under keep-alive load (1 worker): 0 failures, the worker pid changed', () =>
+    reloadUnderLoad(1));
 
   it('new workers that cannot boot: reload aborted and logged, old workers keep serving, 0 failures', async () => {
-    const svc = await startService({ env: { SERVICE_WORKERS: '2', ...HOOKS }, configText: 'SERVICE_NAME=a\n' });
+    const svc = await startService({
+      env: { SERVICE_WORKERS: '2', ...HOOKS },
+      configText: 'SERVICE_NAME=a\n',
+    });
     try {
       await svc.waitReady();
       const before = svc.readyWorkerPids().sort();
@@ -74,13 +87,22 @@ describe('rolling reload', function () {
   });
 
   it('an invalid config.env aborts the reload with the start-time messages; old workers untouched', async () => {
-    const svc = await startService({ env: { SERVICE_WORKERS: '1' }, configText: 'SERVICE_NAME=a\n' });
+    const svc = await startService({
+      env: { SERVICE_WORKERS: '1' },
+      configText: 'SERVICE_NAME=a\n',
+    });
     try {
       await svc.waitReady();
       const before = svc.readyWorkerPids();
-      writeFileSync(join(svc.cwd, 'config.env'), 'SERVICE_GRACEFUL_TIMEOUT=soon\nREDIS_PASSWORD=hunter2-secret\n');
+      writeFileSync(
+        join(svc.cwd, 'config.env'),
+        'SERVICE_GRACEFUL_TIMEOUT=soon\nREDIS_PASSWORD=hunter2-secret\n',
+      );
       svc.proc.kill('SIGHUP');
-      await svc.waitForLog((l) => /^reload aborted: invalid configuration/.test(l.message ?? ''), 10000);
+      await svc.waitForLog(
+        (l) => /^reload aborted: invalid configuration/.test(l.message ?? ''),
+        10000,
+      );
       expect(svc.output).to.match(/invalid setting SERVICE_GRACEFUL_TIMEOUT: expected an integer/);
       expect(svc.output).not.to.contain('hunter2-secret');
       expect(svc.readyWorkerPids()).to.deep.equal(before);
@@ -98,7 +120,10 @@ describe('rolling reload', function () {
     });
     try {
       await svc.waitReady();
-      writeFileSync(join(svc.cwd, 'config.env'), `SERVICE_NAME=two\nSERVICE_PORT=${port + 1}\nSERVICE_WORKERS=2\n`);
+      writeFileSync(
+        join(svc.cwd, 'config.env'),
+        `SERVICE_NAME=two\nSERVICE_PORT=${port + 1}\nSERVICE_WORKERS=2\n`,
+      );
       svc.proc.kill('SIGHUP');
       await svc.waitForLog((l) => l.message === 'rolling reload done', 20000);
       expect(svc.output).to.match(/SERVICE_PORT changed .*cannot change on a reload/);
@@ -123,8 +148,17 @@ describe('rolling reload', function () {
       await svc.waitForLog((l) => l.message === 'rolling reload done', 30000);
       await sleep(300);
       const second = svc.logs.filter((l) => l.message === 'rolling reload started').length;
-      if (second < 2) await svc.waitForLog((l, ) => l.message === 'rolling reload started', 5000, svc.logs.findIndex((l) => l.message === 'rolling reload done') + 1);
-      await svc.waitForLog((l) => l.message === 'rolling reload done', 30000, svc.logs.findIndex((l) => l.message === 'rolling reload done') + 1);
+      if (second < 2)
+        await svc.waitForLog(
+          (l) => l.message === 'rolling reload started',
+          5000,
+          svc.logs.findIndex((l) => l.message === 'rolling reload done') + 1,
+        );
+      await svc.waitForLog(
+        (l) => l.message === 'rolling reload done',
+        30000,
+        svc.logs.findIndex((l) => l.message === 'rolling reload done') + 1,
+      );
       await sleep(1500);
       expect(svc.logs.filter((l) => l.message === 'rolling reload started')).to.have.length(2);
     } finally {
@@ -154,7 +188,10 @@ describe('rolling reload', function () {
 
 describe('hot reload (SERVICE_RELOAD=true)', function () {
   it('10 quick touches of watched files give exactly one rolling reload', async () => {
-    const svc = await startService({ env: { SERVICE_WORKERS: '1', SERVICE_RELOAD: 'true' }, configText: 'SERVICE_NAME=w\n' });
+    const svc = await startService({
+      env: { SERVICE_WORKERS: '1', SERVICE_RELOAD: 'true' },
+      configText: 'SERVICE_NAME=w\n',
+    });
     try {
       await svc.waitReady();
       await svc.waitForLog((l) => /^watching for changes/.test(l.message ?? ''), 10000);
@@ -203,7 +240,9 @@ describe('scaling and hung workers', function () {
   });
 
   it('a worker whose event loop is blocked is replaced within SERVICE_WORKER_TIMEOUT + 1 s', async () => {
-    svc = await startService({ env: { SERVICE_WORKERS: '2', SERVICE_WORKER_TIMEOUT: '1500', ...HOOKS } });
+    svc = await startService({
+      env: { SERVICE_WORKERS: '2', SERVICE_WORKER_TIMEOUT: '1500', ...HOOKS },
+    });
     await svc.waitReady();
     const mark = svc.logs.length;
     const blocked = request(svc.port, '/__test/block?ms=20000').catch(() => undefined);
@@ -212,7 +251,11 @@ describe('scaling and hung workers', function () {
     await svc.waitForLog((l) => isReady(l.message), 10000, mark);
     const took = Date.now() - t0;
     expect(took).to.be.lessThan(1500 + 1000 + 300);
-    const exit = await svc.waitForLog((l) => l.worker_pid === hung.worker_pid && /\(hung\)$/.test(l.message ?? ''), 10000, mark);
+    const exit = await svc.waitForLog(
+      (l) => l.worker_pid === hung.worker_pid && /\(hung\)$/.test(l.message ?? ''),
+      10000,
+      mark,
+    );
     expect(exit.message).to.match(/killed by SIG(TERM|KILL)/);
     expect(svc.readyWorkerPids()).to.have.length(2);
     expect((await request(svc.port, '/health')).status).to.equal(200);
@@ -222,8 +265,13 @@ describe('scaling and hung workers', function () {
   it('SERVICE_MAX_REQUESTS recycles workers without losing a request', async () => {
     svc = await startService({ env: { SERVICE_WORKERS: '2', SERVICE_MAX_REQUESTS: '300' } });
     await svc.waitReady();
-    const retiredByRecycle = () => svc!.logs.filter((l) => /\(recycle\)$/.test(l.message ?? '')).length;
-    const report = await keepAliveLoad(svc.port, { total: 2500, concurrency: 8, until: () => retiredByRecycle() >= 2 });
+    const retiredByRecycle = () =>
+      svc!.logs.filter((l) => /\(recycle\)$/.test(l.message ?? '')).length;
+    const report = await keepAliveLoad(svc.port, {
+      total: 2500,
+      concurrency: 8,
+      until: () => retiredByRecycle() >= 2,
+    });
     expect(report.failed, report.errors.slice(0, 5).join(', ')).to.equal(0);
     expect(retiredByRecycle()).to.be.at.least(2);
     const recycled = svc.logs.filter((l) => l.message === 'recycling worker');
@@ -233,14 +281,19 @@ describe('scaling and hung workers', function () {
   });
 
   it('SERVICE_MAX_MEMORY_MB recycles a worker whose RSS grew past it, without losing a request', async () => {
-    svc = await startService({ env: { SERVICE_WORKERS: '2', SERVICE_MAX_MEMORY_MB: '200', ...HOOKS } });
+    svc = await startService({
+      env: { SERVICE_WORKERS: '2', SERVICE_MAX_MEMORY_MB: '200', ...HOOKS },
+    });
     await svc.waitReady();
     const mark = svc.logs.length;
-    const grown = JSON.parse((await request(svc.port, '/__test/alloc?mb=250')).body) as { pid: number };
+    const grown = JSON.parse((await request(svc.port, '/__test/alloc?mb=250')).body) as {
+      pid: number;
+    };
     const loadDone = keepAliveLoad(svc.port, {
       total: 1000,
       concurrency: 6,
-      until: () => svc!.logs.some((l) => l.worker_pid === grown.pid && /\(recycle\)$/.test(l.message ?? '')),
+      until: () =>
+        svc!.logs.some((l) => l.worker_pid === grown.pid && /\(recycle\)$/.test(l.message ?? '')),
     });
     const line = await svc.waitForLog((l) => l.message === 'recycling worker', 10000, mark);
     expect(line.reason).to.equal('memory');

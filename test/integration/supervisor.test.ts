@@ -51,7 +51,13 @@ describe('supervisor: pool, crashes, boot failures', function () {
     const [victim] = svc.readyWorkerPids();
     const mark = svc.logs.length;
     process.kill(victim!, 'SIGKILL');
-    const exitLine = await svc.waitForLog((l) => l.worker_pid === victim && /killed by SIGKILL, possibly out of memory/.test(l.message ?? ''), 5000, mark);
+    const exitLine = await svc.waitForLog(
+      (l) =>
+        l.worker_pid === victim &&
+        /killed by SIGKILL, possibly out of memory/.test(l.message ?? ''),
+      5000,
+      mark,
+    );
     expect(exitLine.level).to.equal('error');
     await svc.waitForLog((l) => l.message === 'worker ready', 5000, mark);
     const pids = svc.readyWorkerPids();
@@ -68,7 +74,9 @@ describe('supervisor: pool, crashes, boot failures', function () {
     await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
     try {
       const started = Date.now();
-      svc = await startService({ env: { SERVICE_PORT: String(port), SERVICE_WORKERS: '2', LOG_LEVEL: 'debug' } });
+      svc = await startService({
+        env: { SERVICE_PORT: String(port), SERVICE_WORKERS: '2', LOG_LEVEL: 'debug' },
+      });
       const res = await svc.exited;
       const took = Date.now() - started;
       expect(res.code, svc.output).to.equal(3);
@@ -99,7 +107,11 @@ describe('supervisor: pool, crashes, boot failures', function () {
 
   it('backoff: the first crash is replaced at once, the next ones after a growing delay', async () => {
     svc = await startService({
-      env: { SERVICE_WORKERS: '1', SERVICE_CRASH_BUDGET: '10', SERVICE_RESTART_BACKOFF_BASE: '400' },
+      env: {
+        SERVICE_WORKERS: '1',
+        SERVICE_CRASH_BUDGET: '10',
+        SERVICE_RESTART_BACKOFF_BASE: '400',
+      },
     });
     await svc.waitReady();
     const delays: string[] = [];
@@ -180,7 +192,9 @@ describe('supervisor: graceful stop', function () {
   });
 
   it('graceful timeout: a request longer than SERVICE_GRACEFUL_TIMEOUT is cut, exit non-zero', async () => {
-    const svc = await startService({ env: { SERVICE_WORKERS: '1', SERVICE_GRACEFUL_TIMEOUT: '500', ...HOOKS } });
+    const svc = await startService({
+      env: { SERVICE_WORKERS: '1', SERVICE_GRACEFUL_TIMEOUT: '500', ...HOOKS },
+    });
     try {
       await svc.waitReady();
       const slow = request(svc.port, '/__test/sleep?ms=5000').catch((e: Error) => e);
@@ -216,7 +230,11 @@ describe('supervisor: graceful stop', function () {
   });
 });
 
-function openWs(port: number, path = '/agent/v1/ws', opts: WebSocket.ClientOptions = {}): Promise<WebSocket> {
+function openWs(
+  port: number,
+  path = '/agent/v1/ws',
+  opts: WebSocket.ClientOptions = {},
+): Promise<WebSocket> {
   return new Promise((res, rej) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, opts);
     ws.once('open', () => res(ws));
@@ -237,7 +255,11 @@ describe('worker: WebSocket', function () {
   let svc: Service;
   before(async () => {
     svc = await startService({
-      env: { SERVICE_WORKERS: '1', SERVICE_WS_PING_INTERVAL: '200', SERVICE_WS_PING_TIMEOUT: '300' },
+      env: {
+        SERVICE_WORKERS: '1',
+        SERVICE_WS_PING_INTERVAL: '200',
+        SERVICE_WS_PING_TIMEOUT: '300',
+      },
     });
     await svc.waitReady();
   });

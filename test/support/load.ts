@@ -27,7 +27,14 @@ export async function keepAliveLoad(
 ): Promise<LoadReport> {
   const concurrency = opts.concurrency ?? 8;
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const report: LoadReport = { ok: 0, failed: 0, errors: [], pids: new Map(), answers: [], latencies: [] };
+  const report: LoadReport = {
+    ok: 0,
+    failed: 0,
+    errors: [],
+    pids: new Map(),
+    answers: [],
+    latencies: [],
+  };
   let sent = 0;
   const one = () =>
     new Promise<void>((done) => {
@@ -37,30 +44,33 @@ export async function keepAliveLoad(
         report.latencies.push([t0, performance.now() - p0]);
         done();
       };
-      const req = http.get({ host: '127.0.0.1', port, path: opts.path ?? '/health', agent, timeout: 10000 }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          if (res.statusCode === 200) {
-            report.ok++;
-            const pid = (JSON.parse(Buffer.concat(chunks).toString()) as { pid?: number }).pid;
-            if (typeof pid === 'number') {
-              const now = Date.now();
-              report.pids.set(pid, now);
-              report.answers.push([now, pid]);
+      const req = http.get(
+        { host: '127.0.0.1', port, path: opts.path ?? '/health', agent, timeout: 10000 },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            if (res.statusCode === 200) {
+              report.ok++;
+              const pid = (JSON.parse(Buffer.concat(chunks).toString()) as { pid?: number }).pid;
+              if (typeof pid === 'number') {
+                const now = Date.now();
+                report.pids.set(pid, now);
+                report.answers.push([now, pid]);
+              }
+            } else {
+              report.failed++;
+              report.errors.push(`HTTP ${res.statusCode}`);
             }
-          } else {
+            resolve();
+          });
+          res.on('error', (e) => {
             report.failed++;
-            report.errors.push(`HTTP ${res.statusCode}`);
-          }
-          resolve();
-        });
-        res.on('error', (e) => {
-          report.failed++;
-          report.errors.push(e.message);
-          resolve();
-        });
-      });
+            report.errors.push(e.message);
+            resolve();
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (e: NodeJS.ErrnoException) => {
         report.failed++;

@@ -62,7 +62,8 @@ export class Service {
       ...opts.env,
     };
     // An empty SERVICE_* value in opts.env means "leave it unset" (so config.env decides).
-    for (const [k, v] of Object.entries(opts.env ?? {})) if (v === '' && k.startsWith('SERVICE_')) delete env[k];
+    for (const [k, v] of Object.entries(opts.env ?? {}))
+      if (v === '' && k.startsWith('SERVICE_')) delete env[k];
     this.proc = spawn(process.execPath, [CLI, ...(opts.args ?? ['start'])], {
       cwd,
       env,
@@ -90,7 +91,9 @@ export class Service {
     };
     this.proc.stdout!.on('data', collect(this.stdout, true));
     this.proc.stderr!.on('data', collect(this.stderr, false));
-    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
+    this.exited = new Promise((res) =>
+      this.proc.once('exit', (code, signal) => res({ code, signal })),
+    );
     this.exited.then(() => {
       for (const l of this.listeners) l();
     });
@@ -112,7 +115,11 @@ export class Service {
           res(hit);
         } else if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
           finish();
-          rej(new Error(`service exited before the expected log line; output:\n${this.output.slice(-4000)}`));
+          rej(
+            new Error(
+              `service exited before the expected log line; output:\n${this.output.slice(-4000)}`,
+            ),
+          );
         }
       };
       const timer = setTimeout(() => {
@@ -130,7 +137,10 @@ export class Service {
   }
 
   waitReady(timeoutMs = 20000): Promise<LogLine> {
-    return this.waitForLog((l) => typeof l.message === 'string' && l.message.startsWith('ready: '), timeoutMs);
+    return this.waitForLog(
+      (l) => typeof l.message === 'string' && l.message.startsWith('ready: '),
+      timeoutMs,
+    );
   }
 
   /** Pids of the workers that are currently ready (from the primary's log). */
@@ -144,7 +154,10 @@ export class Service {
     return [...live.values()];
   }
 
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  async stop(
+    signal: NodeJS.Signals = 'SIGTERM',
+    timeoutMs = 20000,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
     const t = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
     try {
@@ -184,7 +197,13 @@ export interface HttpResult {
 export function request(
   port: number,
   path: string,
-  opts: { method?: string; body?: string | Buffer; headers?: Record<string, string>; agent?: http.Agent | false; timeoutMs?: number } = {},
+  opts: {
+    method?: string;
+    body?: string | Buffer;
+    headers?: Record<string, string>;
+    agent?: http.Agent | false;
+    timeoutMs?: number;
+  } = {},
 ): Promise<HttpResult> {
   return new Promise((res, rej) => {
     const req = http.request(
@@ -200,7 +219,13 @@ export function request(
       (r) => {
         const chunks: Buffer[] = [];
         r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => res({ status: r.statusCode ?? 0, headers: r.headers, body: Buffer.concat(chunks).toString() }));
+        r.on('end', () =>
+          res({
+            status: r.statusCode ?? 0,
+            headers: r.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
         r.on('error', rej);
       },
     );

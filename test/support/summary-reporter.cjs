@@ -4,7 +4,8 @@
 'use strict';
 const Mocha = require('mocha');
 const { Spec } = Mocha.reporters;
-const { EVENT_RUN_END, EVENT_TEST_PASS, EVENT_TEST_FAIL, EVENT_TEST_PENDING } = Mocha.Runner.constants;
+const { EVENT_RUN_END, EVENT_TEST_PASS, EVENT_TEST_FAIL, EVENT_TEST_PENDING } =
+  Mocha.Runner.constants;
 
 class SummaryReporter extends Spec {
   constructor(runner, options) {
@@ -18,7 +19,9 @@ class SummaryReporter extends Spec {
     runner.on(EVENT_TEST_PENDING, (test) => {
       if (strict) {
         failed++;
-        process.stdout.write(`REQUIRE_SERVICES=1: skipped test counts as failed: ${test.fullTitle()}\n`);
+        process.stdout.write(
+          `REQUIRE_SERVICES=1: skipped test counts as failed: ${test.fullTitle()}\n`,
+        );
       } else skipped++;
     });
     runner.once(EVENT_RUN_END, () => {

@@ -30,7 +30,11 @@ describe('config.env parsing (original rules)', () => {
 
 describe('settings validation', () => {
   it('types and defaults', () => {
-    const s = validateSettings({ SERVICE_PORT: '8080', SERVICE_RELOAD: 'on', SERVICE_WS_PING_INTERVAL: 'false' });
+    const s = validateSettings({
+      SERVICE_PORT: '8080',
+      SERVICE_RELOAD: 'on',
+      SERVICE_WS_PING_INTERVAL: 'false',
+    });
     expect(s.SERVICE_PORT).to.equal(8080);
     expect(s.SERVICE_RELOAD).to.equal(true);
     expect(s.SERVICE_WS_PING_INTERVAL).to.equal(0);
@@ -39,21 +43,40 @@ describe('settings validation', () => {
   });
 
   it('booleans accept true/false/1/0/yes/no/on/off and nothing else', () => {
-    for (const [v, want] of [['true', true], ['1', true], ['YES', true], ['on', true], ['false', false], ['0', false], ['no', false], ['Off', false]] as const) {
+    for (const [v, want] of [
+      ['true', true],
+      ['1', true],
+      ['YES', true],
+      ['on', true],
+      ['false', false],
+      ['0', false],
+      ['no', false],
+      ['Off', false],
+    ] as const) {
       expect(validateSettings({ SERVICE_RELOAD: v }).SERVICE_RELOAD).to.equal(want);
     }
-    expect(() => validateSettings({ SERVICE_RELOAD: 'maybe' })).to.throw(SettingsError, /SERVICE_RELOAD: expected a boolean/);
+    expect(() => validateSettings({ SERVICE_RELOAD: 'maybe' })).to.throw(
+      SettingsError,
+      /SERVICE_RELOAD: expected a boolean/,
+    );
   });
 
   it('one line per bad variable', () => {
     try {
-      validateSettings({ SERVICE_PORT: '70000', SERVICE_WORKERS: '-1', LOG_LEVEL: 'loud', SERVICE_GRACEFUL_TIMEOUT: '1.5' });
+      validateSettings({
+        SERVICE_PORT: '70000',
+        SERVICE_WORKERS: '-1',
+        LOG_LEVEL: 'loud',
+        SERVICE_GRACEFUL_TIMEOUT: '1.5',
+      });
       expect.fail('should throw');
     } catch (err) {
       expect(err).to.be.instanceOf(SettingsError);
       const problems = (err as SettingsError).problems;
       expect(problems).to.have.length(4);
-      expect(problems.join('\n')).to.match(/SERVICE_PORT.*SERVICE_WORKERS|SERVICE_WORKERS.*SERVICE_PORT/s);
+      expect(problems.join('\n')).to.match(
+        /SERVICE_PORT.*SERVICE_WORKERS|SERVICE_WORKERS.*SERVICE_PORT/s,
+      );
     }
   });
 

@@ -1,7 +1,18 @@
 import { expect } from 'chai';
-import { CrashTracker, describeExit, restartDelay, type RestartPolicy } from '../../lib/supervisor/policy.js';
+import {
+  CrashTracker,
+  describeExit,
+  restartDelay,
+  type RestartPolicy,
+} from '../../lib/supervisor/policy.js';
 
-const P: RestartPolicy = { backoffBaseMs: 100, backoffMaxMs: 1000, stableMs: 30000, budget: 5, windowMs: 60000 };
+const P: RestartPolicy = {
+  backoffBaseMs: 100,
+  backoffMaxMs: 1000,
+  stableMs: 30000,
+  budget: 5,
+  windowMs: 60000,
+};
 
 describe('supervisor policy', () => {
   it('restart delay: at once, then doubling with equal jitter, capped', () => {

@@ -16,7 +16,13 @@ describe('redaction', () => {
     const out = redact(input) as typeof input;
     expect(JSON.stringify(input)).to.equal(before);
     expect(out.MYSQL_PASSWORD).to.equal('***');
-    expect(out.nested).to.deep.equal({ api_key: '***', apiToken: '***', sk: '***', other: 'fine', url: 'redis://:***@h:6379/0' });
+    expect(out.nested).to.deep.equal({
+      api_key: '***',
+      apiToken: '***',
+      sk: '***',
+      other: 'fine',
+      url: 'redis://:***@h:6379/0',
+    });
     expect(out.list).to.deep.equal([{ client_secret: '***' }, 'mysql://root:***@db/agent']);
     expect(out.empty.PASSWORD).to.equal('');
   });
@@ -48,7 +54,13 @@ describe('redaction', () => {
     logger.info('hello', meta);
     expect(meta.settings.REDIS_PASSWORD).to.equal('secret-value');
     const line = JSON.parse(lines[0]!) as Record<string, unknown>;
-    expect(line).to.include({ role: 'worker', worker_id: 7, pid: process.pid, message: 'hello', level: 'info' });
+    expect(line).to.include({
+      role: 'worker',
+      worker_id: 7,
+      pid: process.pid,
+      message: 'hello',
+      level: 'info',
+    });
     expect(line.settings).to.deep.equal({ REDIS_PASSWORD: '***' });
   });
 });

@@ -25,7 +25,10 @@ export function testHooksRouter(): Router {
   r.get('/__test/alloc', (req, res) => {
     const mb = Math.min(ms(req.query.mb), 2048);
     retained.push(Buffer.alloc(mb * 1024 * 1024, 1));
-    res.json({ retained_mb: retained.reduce((n, b) => n + b.length, 0) / 1048576, pid: process.pid });
+    res.json({
+      retained_mb: retained.reduce((n, b) => n + b.length, 0) / 1048576,
+      pid: process.pid,
+    });
   });
   return r;
 }
