@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, ROOT, sleep, startService } from '../support/service.js';
-import { fmt, load, percentile, type Bench } from './lib.js';
+import { fmt, hasWrk, load, percentile, wrkLoad, type Bench } from './lib.js';
 
 function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -37,9 +37,14 @@ const bench: Bench = {
     await agent.waitForLog(() => false, 1500).catch(() => undefined);
     const bareRps: number[] = [];
     const agentRps: number[] = [];
+    const tool = hasWrk()
+      ? 'wrk -t2 -c50'
+      : 'autocannon -c50 in-process (install wrk for better figures)';
+    const run = (url: string) =>
+      hasWrk() ? wrkLoad(url, { duration: DURATION }) : load(url, { duration: DURATION });
     for (let round = 0; round < 3; round++) {
-      const b = await load(`http://127.0.0.1:${barePort}/health`, { duration: DURATION });
-      const a = await load(`http://127.0.0.1:${agent.port}/health`, { duration: DURATION });
+      const b = await run(`http://127.0.0.1:${barePort}/health`);
+      const a = await run(`http://127.0.0.1:${agent.port}/health`);
       if (b.errors + b.non2xx + a.errors + a.non2xx > 0)
         throw new Error('errors during the throughput run');
       bareRps.push(b.rps);
@@ -48,9 +53,7 @@ const bench: Bench = {
     await stopBare();
     await agent.stop();
     const med = (xs: number[]) => percentile(xs, 50);
-    console.log(
-      `GET /health, 2 workers, 50 connections, ${DURATION}s x3 interleaved (autocannon in-process):`,
-    );
+    console.log(`GET /health, 2 workers, ${DURATION}s x3 interleaved, ${tool}:`);
     console.log(`  bare node:cluster + node:http : ${fmt(med(bareRps), 0)} req/s (median)`);
     console.log(`  astron-agent                  : ${fmt(med(agentRps), 0)} req/s (median)`);
     console.log(

@@ -1,5 +1,6 @@
 // Shared benchmark helpers.
 import autocannon from 'autocannon';
+import { spawn, spawnSync } from 'node:child_process';
 
 export interface Bench {
   title: string;
@@ -54,3 +55,48 @@ export function percentile(values: number[], p: number): number {
 }
 
 export const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : String(n));
+
+let wrkPath: string | null | undefined;
+
+/** wrk (Debian package `wrk`) when installed: a C load generator that does not saturate first. */
+export function hasWrk(): boolean {
+  if (wrkPath === undefined) {
+    const r = spawnSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' });
+    wrkPath = r.status === 0 ? r.stdout.trim() : null;
+  }
+  return wrkPath !== null;
+}
+
+function wrkMs(v: string, unit: string): number {
+  const n = Number(v);
+  return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : n;
+}
+
+/** wrk -t2 -c50 -d{duration}s --latency; same result shape as load(). */
+export async function wrkLoad(
+  url: string,
+  opts: { connections?: number; duration?: number } = {},
+): Promise<LoadResult> {
+  const args = ['-t2', `-c${opts.connections ?? 50}`, `-d${opts.duration ?? 5}s`, '--latency', url];
+  const out = await new Promise<string>((resolve, reject) => {
+    const p = spawn(wrkPath!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let s = '';
+    p.stdout.on('data', (d: Buffer) => (s += d.toString()));
+    p.on('error', reject);
+    p.on('exit', () => resolve(s));
+  });
+  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
+  const lat = (pct: string) => {
+    const m = new RegExp(`^\\s*${pct}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
+    return m ? wrkMs(m[1]!, m[2]!) : NaN;
+  };
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    requests: num(/(\d+) requests in/),
+    rps: num(/Requests\/sec:\s+([\d.]+)/),
+    errors: sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0,
+    non2xx: num(/Non-2xx or 3xx responses: (\d+)/) || 0,
+    p50: lat('50'),
+    p99: lat('99'),
+  };
+}
