@@ -226,6 +226,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         if (!this.slots.has(prev.id) || prev.retired) continue;
         const fresh = this.spawn('reload');
         const result = await this.waitReady(fresh);
+        if (this.phase === 'stopping') return;
         if (result !== 'ready') {
           this.log.error(
             'reload aborted: a new worker did not become ready; the old workers keep serving',
