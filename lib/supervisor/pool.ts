@@ -142,6 +142,11 @@ export class Pool extends EventEmitter<PoolEvents> {
     void this.drainQueue();
   }
 
+  /** A method, not a field read: TypeScript must not narrow it across awaits. */
+  private stopping(): boolean {
+    return this.phase === 'stopping';
+  }
+
   readyCount(): number {
     let n = 0;
     for (const s of this.slots.values()) if (s.state === 'ready') n++;
@@ -226,7 +231,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         if (!this.slots.has(prev.id) || prev.retired) continue;
         const fresh = this.spawn('reload');
         const result = await this.waitReady(fresh);
-        if (this.phase === 'stopping') return;
+        if (this.stopping()) return;
         if (result !== 'ready') {
           this.log.error(
             'reload aborted: a new worker did not become ready; the old workers keep serving',
