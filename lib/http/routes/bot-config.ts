@@ -1,0 +1,143 @@
+// POST/PUT/GET/DELETE /agent/v1/bot-config (spec 3.3): HTTP 200 with the GeneralResponse body
+// {code, message, data} for every business outcome; request validation answers the 40002 chunk
+// body (spec 3.4) with HTTP 200, not the original's HTTP 500 (defect D1); POST and PUT answer
+// code 0 with the stored config (defect D2). The body is read (up to SERVICE_MAX_BODY_SIZE,
+// else 413 from the error handler) on POST and PUT only.
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import { AgentError, CODES, DataError } from '../../agent/errors.js';
+import { SidGenerator } from '../../agent/sid.js';
+import { botConfigSchema, type BotConfig } from '../../store/bot-config.js';
+import type { BotStore } from '../../store/types.js';
+import type { AppDeps } from '../deps.js';
+import {
+  BodyDecodeError,
+  model,
+  RequestValidationError,
+  str,
+  validateBody,
+  validateParams,
+  validationBody,
+} from '../validation.js';
+
+export const BOT_CONFIG_PATH = '/agent/v1/bot-config';
+
+const idsSchema = model({
+  app_id: str({ minLength: 1, maxLength: 64 }),
+  bot_id: str({ minLength: 1, maxLength: 64 }),
+});
+
+/** The text of an error for a client: its message, else its code (e.g. an empty AggregateError). */
+function errorText(err: unknown): string {
+  const e = err as { message?: string; code?: string; errors?: { message?: string }[] } | null;
+  return e?.message || e?.errors?.[0]?.message || e?.code || String(err);
+}
+
+function queryOf(req: Request): URLSearchParams {
+  const url = req.originalUrl ?? req.url;
+  const q = url.indexOf('?');
+  return new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+}
+
+export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router {
+  const store = deps.botStore;
+  const sids =
+    deps.sid ??
+    new SidGenerator({
+      sub: deps.settings.SERVICE_SUB,
+      location: deps.settings.SERVICE_LOCATION || 'src',
+      port: deps.settings.SERVICE_PORT,
+      ip: '127.0.0.1',
+    });
+  const readBody = express.raw({ type: () => true, limit: deps.settings.SERVICE_MAX_BODY_SIZE });
+
+  const general = (res: Response, code: number, message: string, data: unknown = null) => {
+    res.status(200).json({ code, message, data });
+  };
+
+  /** Runs an operation and turns every outcome into its answer; nothing escapes to crash. */
+  const handle =
+    (op: string, run: (req: Request) => Promise<BotConfig | null>): RequestHandler =>
+    async (req, res) => {
+      const sid = sids.next();
+      try {
+        const data = await run(req);
+        general(res, CODES.SUCCESS.code, CODES.SUCCESS.message, data);
+      } catch (err) {
+        if (err instanceof RequestValidationError) {
+          res.status(200).json(validationBody(err, sid));
+        } else if (err instanceof BodyDecodeError) {
+          res.status(err.status).json({ detail: err.message });
+        } else if (err instanceof AgentError) {
+          if (err.code === CODES.REDIS_PING.code || err.code === CODES.BOT_CONFIG_DELETE.code) {
+            deps.logger.warn(`bot-config ${op} refused: the cache could not be updated`, {
+              sid,
+              error: errorText(err.cause),
+            });
+          }
+          general(res, err.code, err.message);
+        } else if (err instanceof DataError) {
+          deps.logger.warn(`bot-config ${op}: stored data unreadable`, { sid, error: err.message });
+          general(
+            res,
+            CODES.INTERNAL.code,
+            `${CODES.INTERNAL.message}: Data processing error - ${err.message}`,
+          );
+        } else {
+          deps.logger.error(`bot-config ${op} failed`, {
+            sid,
+            error: errorText(err),
+            code: (err as { code?: string })?.code,
+          });
+          general(
+            res,
+            CODES.INTERNAL.code,
+            `${CODES.INTERNAL.message}: Unexpected error - ${errorText(err)}`,
+          );
+        }
+      }
+    };
+
+  const body = (req: Request) =>
+    validateBody(botConfigSchema, req.body as Buffer | undefined, req.headers['content-type']);
+  const ids = (req: Request) => validateParams(idsSchema, 'query', queryOf(req));
+
+  const router = Router();
+  router
+    .route('/')
+    .post(
+      readBody,
+      handle('create', async (req) => {
+        const cfg = body(req);
+        if (!(await store.create(cfg))) throw new AgentError(CODES.BOT_CONFIG_EXISTS);
+        return cfg;
+      }),
+    )
+    .put(
+      readBody,
+      handle('update', async (req) => {
+        const cfg = body(req);
+        if (!(await store.update(cfg))) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
+        return cfg;
+      }),
+    )
+    .get(
+      handle('read', async (req) => {
+        const { app_id, bot_id } = ids(req);
+        const cfg = await store.get(app_id, bot_id);
+        if (!cfg) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
+        return cfg;
+      }),
+    )
+    .delete(
+      handle('delete', async (req) => {
+        const { app_id, bot_id } = ids(req);
+        if (!(await store.delete(app_id, bot_id))) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
+        return null;
+      }),
+    )
+    .all((_req, res) => {
+      res.setHeader('Allow', 'GET, POST, PUT, DELETE');
+      res.status(405).json({ detail: 'Method Not Allowed' });
+    });
+  return router;
+}

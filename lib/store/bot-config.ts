@@ -1,0 +1,202 @@
+// The BotConfig model (spec 6.1) and its encodings: the Redis value (JSON of the whole config,
+// `model_config` by alias, extra top-level keys kept) and the SQL row (one JSON column per
+// sub-object, double-encoded as the original writes them; spec 6.2).
+import { AgentError, CODES, DataError } from '../agent/errors.js';
+import {
+  bool,
+  float,
+  int,
+  list,
+  model,
+  optional,
+  RequestValidationError,
+  str,
+  type Infer,
+  type Schema,
+} from '../http/validation.js';
+
+const strList = () => optional(list(str()), () => [] as string[]);
+
+const parameterSchema = model({
+  max_tokens: optional(int(), () => 2048),
+  question_type: optional(str(), () => 'not_knowledge'),
+  temperature: optional(float(), () => 0.5),
+  top_k: optional(int(), () => 4),
+});
+const defaults =
+  <T>(schema: Schema<T>) =>
+  () =>
+    schema.check({}, []);
+
+const modelDetailSchema = model({
+  api: optional(str(), () => ''),
+  domain: optional(str(), () => ''),
+  sk: optional(str(), () => ''),
+  parameter: optional(parameterSchema, defaults(parameterSchema)),
+  patch_id: strList(),
+  support_function_call: optional(bool(), () => false),
+});
+
+const knowledgeSchema = model({
+  score_threshold: optional(float(), () => 0.3),
+  top_k: optional(int(), () => 3),
+});
+
+const modelConfigSchema = model({
+  instruct: optional(str(), () => ''),
+  plan: optional(modelDetailSchema, defaults(modelDetailSchema)),
+  summary: optional(modelDetailSchema, defaults(modelDetailSchema)),
+});
+
+const matchSchema = model({ repoId: strList(), docId: strList() });
+const ragSchema = model({ type: optional(str(), () => 'AIUI-RAG2') });
+const regularSchema = model({
+  match: optional(matchSchema, defaults(matchSchema)),
+  rag: optional(ragSchema, defaults(ragSchema)),
+});
+
+/** `BotConfig`: extra top-level keys are kept; unknown keys in nested objects are dropped. */
+export const botConfigSchema = model(
+  {
+    app_id: str({ minLength: 1, maxLength: 64 }),
+    bot_id: str({ minLength: 1, maxLength: 64 }),
+    knowledge_config: optional(knowledgeSchema, defaults(knowledgeSchema)),
+    model_config: modelConfigSchema,
+    regular_config: regularSchema,
+    tool_ids: strList(),
+    mcp_server_ids: strList(),
+    mcp_server_urls: strList(),
+    flow_ids: strList(),
+  },
+  { extra: 'allow' },
+);
+
+export type BotConfig = Infer<typeof botConfigSchema>;
+export type BotModelConfig = Infer<typeof modelConfigSchema>;
+export type BotModelDetail = Infer<typeof modelDetailSchema>;
+
+/** The JSON columns of the `bot_config` table, in table order. */
+export const JSON_COLUMNS = [
+  'knowledge_config',
+  'model_config',
+  'regular_config',
+  'tool_ids',
+  'mcp_server_ids',
+  'mcp_server_urls',
+  'flow_ids',
+] as const;
+export type JsonColumn = (typeof JSON_COLUMNS)[number];
+
+/** The config without extra keys: what a SQL row can hold. */
+export function withoutExtras(cfg: BotConfig): BotConfig {
+  const out: Record<string, unknown> = {};
+  for (const k of botConfigSchema.fields) out[k] = cfg[k];
+  return out as BotConfig;
+}
+
+function describeIssue(err: RequestValidationError, what: string): string {
+  const { type, loc, msg } = err.issue;
+  return `1 validation error for ${what}: ${loc.join('.') || '(root)'}: ${msg} [type=${type}]`;
+}
+
+// ---- Redis value -----------------------------------------------------------------------------
+
+export function toCacheValue(cfg: BotConfig): string {
+  return JSON.stringify(cfg);
+}
+
+/** A cached value: not JSON is 40003 `invalid bot config`; the wrong shape a DataError. */
+export function fromCacheValue(text: string): BotConfig {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new AgentError(CODES.INVALID_BOT_CONFIG, undefined, { cause: err });
+  }
+  try {
+    return botConfigSchema.check(value, []);
+  } catch (err) {
+    if (err instanceof RequestValidationError)
+      throw new DataError(describeIssue(err, 'BotConfig'), { cause: err });
+    throw err;
+  }
+}
+
+// ---- SQL row ---------------------------------------------------------------------------------
+
+/**
+ * How JSON columns are written. `python`: as the original writes them, a JSON *string* whose
+ * content is the JSON text (pydantic's compact dump for objects, `json.dumps` with ", " for
+ * lists), so a Python instance can share the table. `plain`: native JSON text.
+ */
+export type ColumnEncoding = 'python' | 'plain';
+
+/** Python's json.dumps(list_of_strings, ensure_ascii=False). */
+function pythonListText(items: unknown): string {
+  return Array.isArray(items)
+    ? `[${items.map((v) => JSON.stringify(v)).join(', ')}]`
+    : JSON.stringify(items);
+}
+
+export function encodeColumns(
+  cfg: BotConfig,
+  encoding: ColumnEncoding,
+): Record<JsonColumn, string> {
+  const out = {} as Record<JsonColumn, string>;
+  for (const col of JSON_COLUMNS) {
+    const value = cfg[col];
+    if (encoding === 'plain') out[col] = JSON.stringify(value);
+    else
+      out[col] = JSON.stringify(
+        Array.isArray(value) ? pythonListText(value) : JSON.stringify(value),
+      );
+  }
+  return out;
+}
+
+/**
+ * Reads a JSON column in either encoding: parse, and parse again while the result is a string
+ * (the double-encoded form). A driver may hand over text, a Buffer or an already parsed value.
+ */
+export function decodeColumn(raw: unknown, column: string): unknown {
+  let v: unknown = Buffer.isBuffer(raw) ? raw.toString('utf8') : raw;
+  for (let depth = 0; typeof v === 'string' && depth < 3; depth++) {
+    try {
+      v = JSON.parse(v);
+    } catch (err) {
+      throw new DataError(`column ${column} does not hold JSON`, { cause: err });
+    }
+  }
+  return v;
+}
+
+export interface BotConfigRow {
+  app_id: unknown;
+  bot_id: unknown;
+  knowledge_config: unknown;
+  model_config: unknown;
+  regular_config: unknown;
+  tool_ids: unknown;
+  mcp_server_ids: unknown;
+  mcp_server_urls: unknown;
+  flow_ids: unknown;
+}
+
+/** A row as a BotConfig (defaults filled in); a row that does not fit is a DataError. */
+export function fromRow(row: BotConfigRow): BotConfig {
+  const value: Record<string, unknown> = { app_id: String(row.app_id), bot_id: String(row.bot_id) };
+  for (const col of JSON_COLUMNS) value[col] = decodeColumn(row[col], col);
+  try {
+    return botConfigSchema.check(value, []);
+  } catch (err) {
+    if (err instanceof RequestValidationError)
+      throw new DataError(describeIssue(err, 'BotConfig'), { cause: err });
+    throw err;
+  }
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in local time, as the original's `datetime.now()`. */
+export function localDateTime(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}

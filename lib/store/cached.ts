@@ -1,0 +1,137 @@
+// A BotStore with the Redis cache in front (spec 6.3), and the rule that keeps the two
+// consistent: a successful write never leaves a stale cache entry behind.
+//
+// Reads: cache first (a hit for another app_id is "not found", as in the original: the key has
+// no app_id, defect D8 kept), else the database, then populate the cache (SET NX, so a slow
+// reader never overwrites a writer's newer value). Redis down: the database answers, a warning
+// is logged (at most every 10 s).
+//
+// Writes, per operation:
+//   update: existence check (as a read) -> evict the key (must succeed, else 40041 and nothing
+//           is written) -> UPDATE in the database -> SET the new value (best effort: if that
+//           fails the key is simply absent and the next read repopulates it from the database).
+//   delete: existence check -> evict (must succeed, else 40051 and nothing is deleted) ->
+//           DELETE -> evict again (best effort: removes a value a concurrent reader may have
+//           populated from the row just deleted).
+//   create: a cached config for the bot_id counts as existing (as in the original); the cache is
+//           not written. Redis down: the database's unique index alone decides.
+// The cache is changed before the commit and only ever emptied there, so a failed database
+// write leaves at worst a cache miss, never a value the database does not hold.
+import { AgentError, CODES } from '../agent/errors.js';
+import type { Logger } from '../telemetry/logger.js';
+import { fromCacheValue, toCacheValue, type BotConfig } from './bot-config.js';
+import type { RedisCache } from './redis-cache.js';
+import type { BotStore } from './types.js';
+
+/** What the cached store needs from a cache (RedisCache, or a fake in unit tests). */
+export type BotCache = Pick<RedisCache, 'get' | 'populate' | 'put' | 'evict' | 'close' | 'mode'>;
+
+const WARN_EVERY_MS = 10_000;
+
+export class CachedBotStore implements BotStore {
+  readonly kind: string;
+  private lastWarn = 0;
+  private suppressed = 0;
+
+  constructor(
+    private readonly db: BotStore,
+    private readonly cache: BotCache,
+    private readonly logger: Logger,
+  ) {
+    this.kind = `${db.kind}+${cache.mode === 'cluster' ? 'redis-cluster' : 'redis'}`;
+  }
+
+  private warn(op: string, err: unknown): void {
+    const now = Date.now();
+    if (now - this.lastWarn < WARN_EVERY_MS) {
+      this.suppressed++;
+      return;
+    }
+    this.logger.warn(`redis unavailable during ${op}; answered from the database`, {
+      error: (err as Error)?.message ?? String(err),
+      suppressed: this.suppressed,
+    });
+    this.lastWarn = now;
+    this.suppressed = 0;
+  }
+
+  /** The cached value; `undefined` when Redis could not be asked. */
+  private async cached(botId: string, op: string): Promise<string | null | undefined> {
+    try {
+      return await this.cache.get(botId);
+    } catch (err) {
+      this.warn(op, err);
+      return undefined;
+    }
+  }
+
+  async get(appId: string, botId: string): Promise<BotConfig | null> {
+    const raw = await this.cached(botId, 'read');
+    if (raw) {
+      const cfg = fromCacheValue(raw);
+      return cfg.app_id === appId ? cfg : null;
+    }
+    const cfg = await this.db.get(appId, botId);
+    if (cfg && raw !== undefined) {
+      try {
+        await this.cache.populate(botId, toCacheValue(cfg));
+      } catch (err) {
+        this.warn('cache population', err);
+      }
+    }
+    return cfg;
+  }
+
+  async create(cfg: BotConfig): Promise<boolean> {
+    const raw = await this.cached(cfg.bot_id, 'create');
+    if (raw) {
+      fromCacheValue(raw); // an unreadable cached value is 40003, as in the original
+      return false;
+    }
+    return await this.db.create(cfg);
+  }
+
+  async update(cfg: BotConfig): Promise<boolean> {
+    if (!(await this.get(cfg.app_id, cfg.bot_id))) return false;
+    try {
+      await this.cache.evict(cfg.bot_id);
+    } catch (err) {
+      throw new AgentError(CODES.REDIS_PING, undefined, {
+        cause: err,
+        origin: { message: (err as Error).message },
+      });
+    }
+    const ok = await this.db.update(cfg);
+    if (ok) {
+      try {
+        await this.cache.put(cfg.bot_id, toCacheValue(cfg));
+      } catch (err) {
+        this.warn('cache rewrite (the key stays evicted)', err);
+      }
+    }
+    return ok;
+  }
+
+  async delete(appId: string, botId: string): Promise<boolean> {
+    if (!(await this.get(appId, botId))) return false;
+    try {
+      await this.cache.evict(botId);
+    } catch (err) {
+      throw new AgentError(CODES.BOT_CONFIG_DELETE, undefined, {
+        cause: err,
+        origin: { message: (err as Error).message },
+      });
+    }
+    const ok = await this.db.delete(appId, botId);
+    try {
+      await this.cache.evict(botId);
+    } catch (err) {
+      this.warn('second eviction', err);
+    }
+    return ok;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.cache.close(), this.db.close()]);
+  }
+}

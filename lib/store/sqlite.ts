@@ -1,0 +1,139 @@
+// Embedded SQLite BotStore (the default when MYSQL_HOST is empty). One connection per worker,
+// WAL journal: readers never block the writer, and several workers (processes) can write the
+// same file; SQLite's file locks serialise the writes and a busy timeout makes a writer wait
+// for another instead of failing. Every write is one autocommit statement, so the lock is held
+// for microseconds, and the busy wait (which blocks the worker's loop) stays short.
+//
+// The table has the columns of the MySQL one (spec 6.2); JSON columns hold plain JSON text (no
+// Python instance shares this file), and reads accept the double-encoded form too.
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type BetterSqlite3 from 'better-sqlite3';
+import type { Logger } from '../telemetry/logger.js';
+import {
+  encodeColumns,
+  fromRow,
+  JSON_COLUMNS,
+  localDateTime,
+  type BotConfig,
+  type BotConfigRow,
+} from './bot-config.js';
+import { Snowflake } from './snowflake.js';
+import type { BotStore } from './types.js';
+
+export interface SqliteOptions {
+  /** File path (relative paths resolve against the working directory); `:memory:` for tests. */
+  path: string;
+  logger: Logger;
+  /** How long a writer waits for another worker's write lock (ms). */
+  busyTimeoutMs?: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS bot_config (
+  id INTEGER PRIMARY KEY,
+  app_id TEXT NOT NULL,
+  bot_id TEXT NOT NULL,
+  knowledge_config TEXT NOT NULL,
+  model_config TEXT NOT NULL,
+  regular_config TEXT NOT NULL,
+  tool_ids TEXT NOT NULL,
+  mcp_server_ids TEXT NOT NULL,
+  mcp_server_urls TEXT NOT NULL,
+  flow_ids TEXT NOT NULL,
+  create_at TEXT NOT NULL,
+  update_at TEXT NOT NULL,
+  is_deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS uniq_bot_id ON bot_config (bot_id);
+CREATE INDEX IF NOT EXISTS union_app_bot ON bot_config (app_id, bot_id);
+`;
+
+const COLS = ['app_id', 'bot_id', ...JSON_COLUMNS].join(', ');
+
+export class SqliteBotStore implements BotStore {
+  readonly kind = 'sqlite';
+  private readonly ids = new Snowflake();
+  private readonly stmts: {
+    get: BetterSqlite3.Statement<[string, string], BotConfigRow>;
+    insert: BetterSqlite3.Statement<Record<string, unknown>>;
+    update: BetterSqlite3.Statement<Record<string, unknown>>;
+    delete: BetterSqlite3.Statement<[string, string]>;
+  };
+
+  private constructor(private readonly db: BetterSqlite3.Database) {
+    const sets = JSON_COLUMNS.map((c) => `${c} = @${c}`).join(', ');
+    this.stmts = {
+      get: db.prepare(`SELECT ${COLS} FROM bot_config WHERE app_id = ? AND bot_id = ? LIMIT 1`),
+      insert: db.prepare(
+        `INSERT INTO bot_config (id, ${COLS}, create_at, update_at, is_deleted)
+         VALUES (@id, @app_id, @bot_id, ${JSON_COLUMNS.map((c) => `@${c}`).join(', ')}, @now, @now, 0)`,
+      ),
+      update: db.prepare(
+        `UPDATE bot_config SET ${sets}, update_at = @now WHERE app_id = @app_id AND bot_id = @bot_id`,
+      ),
+      delete: db.prepare('DELETE FROM bot_config WHERE app_id = ? AND bot_id = ?'),
+    };
+  }
+
+  static async open(opts: SqliteOptions): Promise<SqliteBotStore> {
+    const { default: Database } = await import('better-sqlite3');
+    const file = opts.path === ':memory:' ? opts.path : resolve(opts.path);
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    const db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5000 });
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      // IF NOT EXISTS in one immediate transaction: workers starting together take turns on the
+      // file's write lock, and the ones after the first find the table there.
+      db.transaction(() => db.exec(SCHEMA)).immediate();
+      const store = new SqliteBotStore(db);
+      opts.logger.debug('bot config store: sqlite', { path: file });
+      return store;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  async get(appId: string, botId: string): Promise<BotConfig | null> {
+    const row = this.stmts.get.get(appId, botId);
+    return row ? fromRow(row) : null;
+  }
+
+  async create(cfg: BotConfig): Promise<boolean> {
+    try {
+      this.stmts.insert.run({
+        id: this.ids.next(),
+        app_id: cfg.app_id,
+        bot_id: cfg.bot_id,
+        ...encodeColumns(cfg, 'plain'),
+        now: localDateTime(),
+      });
+      return true;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'SQLITE_CONSTRAINT_UNIQUE' && /bot_id/.test((err as Error).message))
+        return false;
+      throw err;
+    }
+  }
+
+  async update(cfg: BotConfig): Promise<boolean> {
+    const r = this.stmts.update.run({
+      app_id: cfg.app_id,
+      bot_id: cfg.bot_id,
+      ...encodeColumns(cfg, 'plain'),
+      now: localDateTime(),
+    });
+    return r.changes > 0;
+  }
+
+  async delete(appId: string, botId: string): Promise<boolean> {
+    return this.stmts.delete.run(appId, botId).changes > 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,128 @@
+// Issue 5 figures: GET /agent/v1/bot-config throughput and p99, 2 workers, 50 connections, on
+// SQLite, MySQL and MySQL + Redis, each as a ratio to GET /health of the same service in the
+// same run (interleaved: health, bot-config, health, bot-config). MySQL is TEST_MYSQL_URL (else
+// mysql://root@127.0.0.1:3306/test, a scratch database dropped afterwards); Redis is
+// TEST_REDIS_URL (else redis://127.0.0.1:6379). A backend that cannot be reached is reported
+// and skipped.
+import { Redis } from 'ioredis';
+import { sampleConfig } from '../support/bot-config.js';
+import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
+import { request, startService } from '../support/service.js';
+import { fmt, load, percentile, type Bench, type LoadResult } from './lib.js';
+
+interface Case {
+  name: string;
+  env: Record<string, string>;
+}
+
+async function measure(c: Case, duration: number, rounds: number) {
+  const svc = await startService({ env: { ...c.env, SERVICE_WORKERS: '2' } });
+  try {
+    await svc.waitReady();
+    const app = 'bench_app';
+    const bot = `bench_bot_${process.pid}`;
+    const created = await request(svc.port, '/agent/v1/bot-config', {
+      method: 'POST',
+      body: JSON.stringify(sampleConfig(app, bot)),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    const code = (JSON.parse(created.body) as { code: number }).code;
+    if (code !== 0 && code !== 40053) throw new Error(`${c.name}: create answered ${created.body}`);
+    const path = `/agent/v1/bot-config?app_id=${app}&bot_id=${bot}`;
+    const check = JSON.parse((await request(svc.port, path)).body) as { code: number };
+    if (check.code !== 0) throw new Error(`${c.name}: GET answered code ${check.code}`);
+    const url = `http://127.0.0.1:${svc.port}`;
+    await load(`${url}${path}`, { duration: 1 }); // warm-up (fills the cache, the pools)
+    const health: LoadResult[] = [];
+    const cfg: LoadResult[] = [];
+    for (let i = 0; i < rounds; i++) {
+      health.push(await load(`${url}/health`, { duration }));
+      cfg.push(await load(`${url}${path}`, { duration }));
+    }
+    for (const r of [...health, ...cfg]) {
+      if (r.errors + r.non2xx > 0)
+        throw new Error(`${c.name}: ${r.errors} errors, ${r.non2xx} non-2xx`);
+    }
+    await request(svc.port, path, { method: 'DELETE' });
+    const med = (rs: LoadResult[], k: 'rps' | 'p99') =>
+      percentile(
+        rs.map((r) => r[k]),
+        50,
+      );
+    return {
+      health: med(health, 'rps'),
+      healthP99: med(health, 'p99'),
+      rps: med(cfg, 'rps'),
+      p99: med(cfg, 'p99'),
+    };
+  } finally {
+    await svc.stop();
+  }
+}
+
+const bench: Bench = {
+  title:
+    'GET bot-config on SQLite, MySQL, MySQL + Redis vs GET /health (2 workers, 50 connections)',
+  async run() {
+    const duration = Number(process.env.BENCH_DURATION ?? 3);
+    const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+    const cases: Case[] = [{ name: 'SQLite (embedded)', env: {} }];
+    const target = mysqlFromEnv() ?? {
+      host: '127.0.0.1',
+      port: 3306,
+      user: 'root',
+      password: '',
+      database: 'test',
+    };
+    let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
+    try {
+      db = await scratchDatabase(target);
+      cases.push({ name: 'MySQL', env: mysqlEnv(db.target) });
+    } catch (err) {
+      console.log(
+        `  MySQL at ${target.host}:${target.port} not usable (${(err as Error).message}): MySQL cases skipped`,
+      );
+    }
+    const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+    const u = new URL(redisUrl);
+    const probe = new Redis(redisUrl, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    const redisOk = await probe.connect().then(
+      () => probe.ping().then(() => true),
+      () => false,
+    );
+    probe.disconnect();
+    if (db && redisOk) {
+      cases.push({
+        name: 'MySQL + Redis',
+        env: {
+          ...mysqlEnv(db.target),
+          REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
+          REDIS_PASSWORD: decodeURIComponent(u.password),
+        },
+      });
+    } else if (!redisOk)
+      console.log(`  Redis at ${redisUrl} not reachable: MySQL + Redis case skipped`);
+
+    const rows: string[] = [];
+    try {
+      for (const c of cases) {
+        const r = await measure(c, duration, rounds);
+        rows.push(
+          `  ${c.name.padEnd(18)} ${fmt(r.rps, 0).padStart(8)} req/s  p99 ${fmt(r.p99, 0).padStart(3)} ms   ` +
+            `/health ${fmt(r.health, 0).padStart(7)} req/s  p99 ${fmt(r.healthP99, 0).padStart(3)} ms   ratio ${fmt(r.rps / r.health, 2)}`,
+        );
+      }
+    } finally {
+      await db?.drop();
+    }
+    console.log(
+      `GET /agent/v1/bot-config, 2 workers, 50 connections, ${duration}s x${rounds} interleaved with /health (median):`,
+    );
+    for (const row of rows) console.log(row);
+  },
+};
+export default bench;
