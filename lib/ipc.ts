@@ -25,3 +25,33 @@ export function isPrimaryMessage(m: unknown): m is PrimaryToWorker {
 /** WebSocket close codes used when a worker drains. */
 export const WS_CLOSE_GOING_AWAY = 1001;
 export const WS_CLOSE_SERVICE_RESTART = 1012;
+
+// ---- cluster-wide metrics (lib/supervisor/scrape.ts <-> lib/telemetry/metrics.ts) -----------
+// Kept apart from the unions above: the pool ignores these, scrape.ts handles them.
+
+/** One metric as prom-client's `getMetricsAsJSON()` gives it (the shape `aggregate()` takes). */
+export interface MetricJson {
+  name: string;
+  help: string;
+  type: string;
+  aggregator?: string;
+  values: { value: number; labels: Record<string, string | number>; metricName?: string }[];
+}
+
+export type MetricsWorkerToPrimary =
+  /** The worker answers GET /metrics: it asks the primary for the whole cluster's text. */
+  | { t: 'metrics-scrape'; id: number }
+  /** Answer to a collect round; `final` is sent once while draining, before the worker exits. */
+  | { t: 'metrics-snapshot'; round: number; final?: boolean; metrics: MetricJson[] };
+
+export type MetricsPrimaryToWorker =
+  | { t: 'metrics-collect'; round: number }
+  | { t: 'metrics-result'; id: number; status: number; contentType: string; body: string };
+
+export function isMetricsWorkerMessage(m: unknown): m is MetricsWorkerToPrimary {
+  return isObject(m) && (m.t === 'metrics-scrape' || m.t === 'metrics-snapshot');
+}
+
+export function isMetricsPrimaryMessage(m: unknown): m is MetricsPrimaryToWorker {
+  return isObject(m) && (m.t === 'metrics-collect' || m.t === 'metrics-result');
+}

@@ -16,7 +16,11 @@ export function runPrimary(opts: LoadOptions): void {
     return;
   }
   const { settings } = config;
-  const logger = createLogger({ role: 'primary', level: settings.LOG_LEVEL, format: settings.LOG_FORMAT });
+  const logger = createLogger({
+    role: 'primary',
+    level: settings.LOG_LEVEL,
+    format: settings.LOG_FORMAT,
+  });
   for (const n of config.notices) logger.warn(n);
   logger.info(`astron-agent ${version()} starting`, {
     config_file: config.file.path,
@@ -40,8 +44,12 @@ export function runPrimary(opts: LoadOptions): void {
   const notifier = createNotifier(logger);
   if (notifier) {
     pool.on('ready', (n) => notifier.send('READY=1', `STATUS=${n} workers ready`));
-    pool.on('reloading', () => notifier.send('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=reloading'));
-    pool.on('reloaded', (result) => notifier.send('READY=1', `STATUS=reload ${result}; ${pool.readyCount()} workers ready`));
+    pool.on('reloading', () =>
+      notifier.send('RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`, 'STATUS=reloading'),
+    );
+    pool.on('reloaded', (result) =>
+      notifier.send('READY=1', `STATUS=reload ${result}; ${pool.readyCount()} workers ready`),
+    );
     pool.on('stopping', () => notifier.send('STOPPING=1', 'STATUS=stopping'));
   }
   for (const n of metricsNotices(settings)) logger.warn(n);

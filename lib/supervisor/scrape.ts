@@ -17,7 +17,14 @@
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  AggregatorRegistry,
+  collectDefaultMetrics,
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+} from 'prom-client';
 import type { Settings } from '../config/settings.js';
 import {
   isMetricsWorkerMessage,
@@ -37,7 +44,9 @@ const ignore = (): void => {};
 /** The series of a snapshot that only ever grow: counters and histograms summed across workers. */
 export function monotonicPart(metrics: readonly MetricJson[]): MetricJson[] {
   return metrics.filter(
-    (m) => (m.type === 'counter' || m.type === 'histogram') && (m.aggregator === undefined || m.aggregator === 'sum'),
+    (m) =>
+      (m.type === 'counter' || m.type === 'histogram') &&
+      (m.aggregator === undefined || m.aggregator === 'sum'),
   );
 }
 
@@ -61,11 +70,17 @@ function sanitize(metrics: MetricJson[]): MetricJson[] {
  */
 export class SnapshotStore {
   private readonly latest = new Map<number, { round: number; metrics: MetricJson[] }>();
-  private readonly departed = new Map<string, { meta: Omit<MetricJson, 'values'>; values: Map<string, Value> }>();
+  private readonly departed = new Map<
+    string,
+    { meta: Omit<MetricJson, 'values'>; values: Map<string, Value> }
+  >();
   departedWorkers = 0;
+  /** Ids already departed (worker ids are never reused); the oldest are forgotten past 10,000. */
+  private readonly gone = new Set<number>();
 
   /** Keeps the newest snapshot of a worker (a final one is never replaced). */
   update(id: number, round: number, metrics: MetricJson[], final = false): void {
+    if (this.gone.has(id)) return; // already in the departed accumulator
     const prev = this.latest.get(id);
     const r = final ? Infinity : round;
     if (!prev || r >= prev.round) this.latest.set(id, { round: r, metrics });
@@ -78,20 +93,30 @@ export class SnapshotStore {
   /** The worker is gone: its counters join the departed accumulator. */
   depart(id: number): void {
     const last = this.latest.get(id);
+    this.gone.add(id);
+    if (this.gone.size > 10_000) this.gone.delete(this.gone.values().next().value!);
     if (!last) return;
     this.latest.delete(id);
     this.departedWorkers++;
     for (const m of monotonicPart(last.metrics)) {
       let acc = this.departed.get(m.name);
       if (!acc) {
-        acc = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' }, values: new Map() };
+        acc = {
+          meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' },
+          values: new Map(),
+        };
         this.departed.set(m.name, acc);
       }
       for (const v of m.values) {
         const key = seriesKey(m, v);
         const prev = acc.values.get(key);
         if (prev) prev.value += v.value;
-        else acc.values.set(key, { value: v.value, labels: { ...v.labels }, ...(v.metricName ? { metricName: v.metricName } : {}) });
+        else
+          acc.values.set(key, {
+            value: v.value,
+            labels: { ...v.labels },
+            ...(v.metricName ? { metricName: v.metricName } : {}),
+          });
       }
     }
   }
@@ -109,7 +134,8 @@ export class SnapshotStore {
    */
   compose(answered: ReadonlyMap<number, MetricJson[]>): MetricJson[][] {
     const arrays: MetricJson[][] = [...answered.values()];
-    for (const [id, last] of this.latest) if (!answered.has(id)) arrays.push(monotonicPart(last.metrics));
+    for (const [id, last] of this.latest)
+      if (!answered.has(id)) arrays.push(monotonicPart(last.metrics));
     const departed = this.departedJson();
     if (departed.length > 0) arrays.push(departed);
     return arrays;
@@ -158,8 +184,12 @@ export class ClusterScraper {
 
   /** The worker exited and its IPC channel is closed: no message of its can still arrive. */
   onGone(id: number): void {
-    if (this.inflight?.pending.delete(id) && this.inflight.pending.size === 0) this.inflight.finish();
     this.store.depart(id);
+    const f = this.inflight;
+    if (!f) return;
+    // Its values now come from the departed accumulator: never count them twice.
+    f.answered.delete(id);
+    if (f.pending.delete(id) && f.pending.size === 0) f.finish();
   }
 
   collect(): Promise<RoundResult> {
@@ -176,7 +206,6 @@ export class ClusterScraper {
     const pending = new Set<number>();
     const answered = new Map<number, MetricJson[]>();
     return new Promise<RoundResult>((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
       const finish = (): void => {
         if (this.inflight?.round !== round) return;
         this.inflight = undefined;
@@ -189,6 +218,7 @@ export class ClusterScraper {
         });
       };
       this.inflight = { round, pending, answered, finish };
+      const timer = setTimeout(finish, this.timeoutMs);
       for (const t of targets) {
         pending.add(t.id);
         try {
@@ -197,11 +227,7 @@ export class ClusterScraper {
           // A worker going away: it stays pending and counts as missing.
         }
       }
-      if (pending.size === 0) {
-        finish();
-        return;
-      }
-      timer = setTimeout(finish, this.timeoutMs);
+      if (pending.size === 0) finish();
     });
   }
 }
@@ -221,7 +247,11 @@ export interface ClusterMetricsOptions {
 }
 
 /** Wires the scrape to cluster IPC, the supervisor series to the pool's events, METRICS_PORT. */
-export function startClusterMetrics({ pool, settings, logger }: ClusterMetricsOptions): ClusterMetrics {
+export function startClusterMetrics({
+  pool,
+  settings,
+  logger,
+}: ClusterMetricsOptions): ClusterMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'astron_agent_primary_' });
   const ready = new Gauge({
@@ -246,7 +276,8 @@ export function startClusterMetrics({ pool, settings, logger }: ClusterMetricsOp
     labelNames: ['reason'],
     registers: [registry],
   });
-  for (const reason of ['crash', 'hung', 'memory', 'requests', 'reload']) restarts.inc({ reason }, 0);
+  for (const reason of ['crash', 'hung', 'memory', 'requests', 'reload'])
+    restarts.inc({ reason }, 0);
   const reloads = new Counter({
     name: 'astron_agent_reloads_total',
     help: 'Rolling reloads, by result (ok, aborted, invalid-config)',
@@ -309,7 +340,11 @@ export function startClusterMetrics({ pool, settings, logger }: ClusterMetricsOp
       scrapeTime.set(round.ms / 1000);
       const workersText = await AggregatorRegistry.aggregate(round.arrays).metrics();
       const primaryText = await registry.metrics();
-      return { status: 200, contentType: registry.contentType, body: `${primaryText}\n${workersText}` };
+      return {
+        status: 200,
+        contentType: registry.contentType,
+        body: `${primaryText}\n${workersText}`,
+      };
     })()
       .catch((err: unknown) => {
         logger.error('metrics scrape failed', { err });
@@ -370,7 +405,11 @@ export function startClusterMetrics({ pool, settings, logger }: ClusterMetricsOp
 }
 
 /** METRICS_PORT: the same text from the primary, on its own port (no Express in the primary). */
-function serveMetricsPort(settings: Settings, logger: Logger, render: () => Promise<ScrapeResult>): http.Server {
+function serveMetricsPort(
+  settings: Settings,
+  logger: Logger,
+  render: () => Promise<ScrapeResult>,
+): http.Server {
   const token = settings.METRICS_TOKEN;
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
@@ -379,7 +418,9 @@ function serveMetricsPort(settings: Settings, logger: Logger, render: () => Prom
       return;
     }
     if (token && !bearerOk(req.headers.authorization, token)) {
-      res.writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer' }).end('unauthorized\n');
+      res
+        .writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer' })
+        .end('unauthorized\n');
       return;
     }
     void render().then((r) => {
@@ -391,7 +432,9 @@ function serveMetricsPort(settings: Settings, logger: Logger, render: () => Prom
       res.end(req.method === 'HEAD' ? undefined : r.body);
     });
   });
-  server.on('error', (err) => logger.error(`METRICS_PORT ${settings.METRICS_PORT}: cannot serve metrics`, { err }));
+  server.on('error', (err) =>
+    logger.error(`METRICS_PORT ${settings.METRICS_PORT}: cannot serve metrics`, { err }),
+  );
   server.listen(settings.METRICS_PORT, settings.SERVICE_HOST, () =>
     logger.info(`metrics on http://${settings.SERVICE_HOST}:${settings.METRICS_PORT}/metrics`),
   );
@@ -401,7 +444,8 @@ function serveMetricsPort(settings: Settings, logger: Logger, render: () => Prom
 /** Start-up warnings about the metrics settings (logged once by the primary). */
 export function metricsNotices(s: Settings): string[] {
   const out: string[] = [];
-  if (!s.METRICS_ENABLE && s.METRICS_PORT > 0) out.push('METRICS_PORT is ignored: METRICS_ENABLE is false');
+  if (!s.METRICS_ENABLE && s.METRICS_PORT > 0)
+    out.push('METRICS_PORT is ignored: METRICS_ENABLE is false');
   if (s.UPLOAD_METRICS && s.OTLP_ENABLE && new URL(s.OTLP_ENDPOINT).port === '4317') {
     out.push(
       `OTLP_ENDPOINT ${s.OTLP_ENDPOINT} uses port 4317, the OTLP/gRPC port; this service pushes OTLP/HTTP (JSON), usually on port 4318`,
