@@ -1,0 +1,246 @@
+// The wire objects of the chat endpoints (spec 4): the chunk object of 4.1, the stop chunk, the
+// SSE framing of 4.2 and the non-streaming aggregation of 4.4. Pure: no I/O, no express.
+import { CODES } from './errors.js';
+
+/** A tool call as the chunk carries it (spec 4.1): `arguments` and `response` are JSON text. */
+export interface ToolCall {
+  index: 0;
+  id: null;
+  function: { arguments: string; name: string; response: string };
+  type: 'tool' | 'workflow' | 'knowledge';
+  reason: string;
+}
+
+export interface ChunkDelta {
+  content: string | null;
+  function_call: null;
+  refusal: null;
+  role: 'assistant';
+  tool_calls: ToolCall[] | null;
+  reasoning_content: string | null;
+}
+
+export interface ChatChunk {
+  id: string;
+  choices: {
+    delta: ChunkDelta;
+    finish_reason: 'stop' | null;
+    index: 0;
+    logprobs: null;
+  }[];
+  /** Unix time in milliseconds (spec 2.1). */
+  created: number;
+  model: string;
+  object: 'chat.completion.chunk';
+  service_tier: null;
+  system_fingerprint: null;
+  usage: null;
+  code: number;
+  message: string;
+  logs: string[];
+  knowledge_metadata: string[];
+}
+
+/**
+ * What a runner yields (the endpoint layer turns events into chunks): answer text, "thinking"
+ * text, or a tool call (a knowledge query, a tool or a workflow that ran).
+ */
+export type RunnerEvent =
+  | { type: 'content'; text: string; model: string }
+  | { type: 'reasoning'; text: string; model: string }
+  | { type: 'tool_call'; call: ToolCall; model?: string };
+
+function chunk(
+  sid: string,
+  model: string,
+  delta: Partial<Pick<ChunkDelta, 'content' | 'reasoning_content' | 'tool_calls'>>,
+  finish: 'stop' | null,
+  code: number,
+  message: string,
+  now: number,
+): ChatChunk {
+  return {
+    id: sid,
+    choices: [
+      {
+        delta: {
+          content: delta.content ?? null,
+          function_call: null,
+          refusal: null,
+          role: 'assistant',
+          tool_calls: delta.tool_calls ?? null,
+          reasoning_content: delta.reasoning_content ?? null,
+        },
+        finish_reason: finish,
+        index: 0,
+        logprobs: null,
+      },
+    ],
+    created: now,
+    model,
+    object: 'chat.completion.chunk',
+    service_tier: null,
+    system_fingerprint: null,
+    usage: null,
+    code,
+    message,
+    logs: [],
+    knowledge_metadata: [],
+  };
+}
+
+/** The chunk of one runner event; every id is the request sid. */
+export function eventChunk(sid: string, ev: RunnerEvent, now = Date.now()): ChatChunk {
+  const ok = CODES.SUCCESS;
+  switch (ev.type) {
+    case 'content':
+      return chunk(sid, ev.model, { content: ev.text }, null, ok.code, ok.message, now);
+    case 'reasoning':
+      return chunk(sid, ev.model, { reasoning_content: ev.text }, null, ok.code, ok.message, now);
+    case 'tool_call':
+      return chunk(sid, ev.model ?? '', { tool_calls: [ev.call] }, null, ok.code, ok.message, now);
+  }
+}
+
+/** The final chunk (spec 4.2 step 3): always sent, also after an error; model "". */
+export function stopChunk(sid: string, code: number, message: string, now = Date.now()): ChatChunk {
+  return chunk(sid, '', {}, 'stop', code, message, now);
+}
+
+// ---- SSE (spec 4.2) ----------------------------------------------------------------------------
+
+/** `data: <one-line JSON>\n\n`; non-ASCII stays raw UTF-8 (JSON.stringify never escapes it). */
+export function sseFrame(obj: unknown): string {
+  return `data: ${JSON.stringify(obj)}\n\n`;
+}
+
+export const SSE_DONE = 'data: [DONE]\n\n';
+
+// ---- Python-style JSON text (the inner strings of tool calls) --------------------------------
+
+/**
+ * `json.dumps(value, ensure_ascii=False)`: `", "` and `": "` separators, non-ASCII raw (spec 4.2
+ * note). Numbers as JavaScript prints them (Python would print an integral float as `1.0`).
+ */
+export function pyJson(value: unknown): string {
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number') {
+    if (Number.isNaN(value)) return 'NaN';
+    if (!Number.isFinite(value)) return value > 0 ? 'Infinity' : '-Infinity';
+    return JSON.stringify(value);
+  }
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (Array.isArray(value)) return `[${value.map(pyJson).join(', ')}]`;
+  if (typeof value === 'object') {
+    const parts: string[] = [];
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      if (v === undefined) continue;
+      parts.push(`${JSON.stringify(k)}: ${pyJson(v)}`);
+    }
+    return `{${parts.join(', ')}}`;
+  }
+  return JSON.stringify(String(value));
+}
+
+// ---- non-streaming aggregation (spec 4.4) -----------------------------------------------------
+
+export interface AggregatedToolCall {
+  id: string;
+  function: { arguments: string; name: string; response: string };
+  type: string;
+  reason: string;
+}
+
+export interface ChatCompletion {
+  id: string;
+  choices: {
+    finish_reason: 'stop';
+    index: 0;
+    logprobs: null;
+    message: {
+      content: string;
+      refusal: null;
+      role: 'assistant';
+      annotations: null;
+      audio: null;
+      function_call: null;
+      tool_calls: AggregatedToolCall[];
+      reasoning_content: string;
+    };
+  }[];
+  created: number;
+  model: string;
+  object: 'chat.completion';
+  service_tier: null;
+  system_fingerprint: null;
+  usage: null;
+  code: number;
+  message: string;
+  logs: string[];
+  knowledge_metadata: string[];
+}
+
+/** Folds the chunks of one run into a `chat.completion` (spec 4.4 rules). */
+export class Aggregator {
+  private content = '';
+  private reasoning = '';
+  private readonly toolCalls: AggregatedToolCall[] = [];
+  private model = '';
+  private code: number = CODES.SUCCESS.code;
+  private message: string = CODES.SUCCESS.message;
+  private knowledge: string[] = [];
+
+  constructor(
+    private readonly sid: string,
+    private readonly created = Date.now(),
+  ) {}
+
+  add(c: ChatChunk): void {
+    if (c.choices.length === 0) return;
+    const delta = c.choices[0]!.delta;
+    if (delta.content) this.content += delta.content;
+    if (delta.reasoning_content) this.reasoning += delta.reasoning_content;
+    for (const t of delta.tool_calls ?? []) {
+      if (!t.function) continue;
+      this.toolCalls.push({ id: '', function: t.function, type: t.type, reason: t.reason });
+    }
+    if (c.model) this.model = c.model;
+    this.code = c.code;
+    this.message = c.message;
+    if (c.knowledge_metadata.length > 0) this.knowledge = c.knowledge_metadata;
+  }
+
+  result(): ChatCompletion {
+    return {
+      id: this.sid,
+      choices: [
+        {
+          finish_reason: 'stop',
+          index: 0,
+          logprobs: null,
+          message: {
+            content: this.content,
+            refusal: null,
+            role: 'assistant',
+            annotations: null,
+            audio: null,
+            function_call: null,
+            tool_calls: this.toolCalls,
+            reasoning_content: this.reasoning,
+          },
+        },
+      ],
+      created: this.created,
+      model: this.model,
+      object: 'chat.completion',
+      service_tier: null,
+      system_fingerprint: null,
+      usage: null,
+      code: this.code,
+      message: this.message,
+      logs: [],
+      knowledge_metadata: this.knowledge,
+    };
+  }
+}

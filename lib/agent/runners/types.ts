@@ -1,0 +1,35 @@
+// The runner interface shared by the chat runner (this issue) and the ReAct runner (next issue):
+// a runner yields RunnerEvents (content, reasoning, tool calls); the endpoint layer frames them
+// (SSE, WebSocket, aggregation), builds the stop chunk, maps errors and records metrics.
+import type { RunnerEvent } from '../chunks.js';
+import type { ChatMessage } from '../history.js';
+import type { LlmModel, LlmStreamer } from '../llm.js';
+
+export interface RunContext {
+  /** The request sid (every chunk id; appended to error messages). */
+  sid: string;
+  /** The app id (header `x-consumer-username`). */
+  appId: string;
+  uid: string;
+  /** Aborted when the client goes away or cancels: stop all work, yield nothing more. */
+  signal: AbortSignal;
+}
+
+export interface Runner {
+  readonly name: string;
+  run(ctx: RunContext): AsyncIterable<RunnerEvent>;
+}
+
+/** What every runner is built from (spec 7.1 "common inputs"). */
+export interface RunnerInputs {
+  llm: LlmStreamer;
+  /** The answer model (summary model in the OpenAPI mode). */
+  model: LlmModel;
+  instruct: string;
+  /** Knowledge text for the prompt (chunk contexts joined by "\n"); "" when none. */
+  knowledge: string;
+  /** Content of the last message. */
+  question: string;
+  /** Every message but the last. */
+  history: ChatMessage[];
+}

@@ -1,0 +1,108 @@
+// POST /agent/v1/chat/completions (spec 3.1): the bot-config driven agent. Validation failures
+// answer HTTP 200 with the 40002 body (spec 3.4, not SSE even with stream:true); `stream:true`
+// answers SSE (spec 4.2: one-line JSON chunks, the stop chunk, `data: [DONE]`), `stream:false`
+// one aggregated chat.completion (spec 4.4). Business errors never change the status (4.3).
+// A client that goes away aborts the run and the upstream request; nothing more is written.
+import express, { Router, type Request, type Response } from 'express';
+import { Aggregator, sseFrame, SSE_DONE, type ChatChunk } from '../../agent/chunks.js';
+import { headerEntries, validateCompletion } from '../../agent/request.js';
+import type { ChatService } from '../../agent/service.js';
+import { SidGenerator } from '../../agent/sid.js';
+import type { AppDeps } from '../deps.js';
+import { BodyDecodeError, RequestValidationError, validationBody } from '../validation.js';
+
+export const CHAT_PATH = '/agent/v1/chat/completions';
+
+export const SSE_HEADERS = {
+  'Content-Type': 'text/event-stream; charset=utf-8',
+  'Cache-Control': 'no-cache',
+  'X-Accel-Buffering': 'no',
+} as const;
+
+/** Writes and, when the socket's buffer is full, waits for it to drain (or close). */
+export function writeWithBackpressure(res: Response, text: string): void | Promise<void> {
+  if (res.destroyed || res.writableEnded) return;
+  if (res.write(text)) return;
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+export function sidsFor(deps: AppDeps): SidGenerator {
+  return (
+    deps.sid ??
+    new SidGenerator({
+      sub: deps.settings.SERVICE_SUB,
+      location: deps.settings.SERVICE_LOCATION || 'src',
+      port: deps.settings.SERVICE_PORT,
+      ip: '127.0.0.1',
+    })
+  );
+}
+
+export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
+  const chat = deps.chat;
+  const sids = sidsFor(deps);
+  const readBody = express.raw({ type: () => true, limit: deps.settings.SERVICE_MAX_BODY_SIZE });
+
+  const handler = async (req: Request, res: Response): Promise<void> => {
+    const sid = sids.next();
+    let parsed: ReturnType<typeof validateCompletion>;
+    try {
+      parsed = validateCompletion(
+        { raw: req.body as Buffer | undefined, contentType: req.headers['content-type'] },
+        headerEntries(req.headers),
+      );
+    } catch (err) {
+      if (err instanceof RequestValidationError) {
+        res.status(200).json(validationBody(err, sid));
+        return;
+      }
+      if (err instanceof BodyDecodeError) {
+        res.status(err.status).json({ detail: err.message });
+        return;
+      }
+      throw err;
+    }
+
+    const controller = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const request = { sid, appId: parsed.appId, inputs: parsed.inputs };
+
+    if (parsed.inputs.stream) {
+      res.writeHead(200, SSE_HEADERS);
+      res.flushHeaders();
+      const emit = (c: ChatChunk) => writeWithBackpressure(res, sseFrame(c));
+      const outcome = await chat.completions(request, controller.signal, emit);
+      if (outcome.aborted) {
+        if (!res.destroyed) res.destroy();
+        return;
+      }
+      res.end(SSE_DONE);
+      return;
+    }
+
+    const agg = new Aggregator(sid);
+    const outcome = await chat.completions(request, controller.signal, (c) => agg.add(c));
+    if (outcome.aborted || res.destroyed) return;
+    res.status(200).json(agg.result());
+  };
+
+  const router = Router();
+  router
+    .route('/')
+    .post(readBody, handler)
+    .all((_req, res) => {
+      res.setHeader('Allow', 'POST');
+      res.status(405).json({ detail: 'Method Not Allowed' });
+    });
+  return router;
+}

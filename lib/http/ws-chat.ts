@@ -1,0 +1,163 @@
+// The chat protocol over the WebSocket endpoint /agent/v1/ws (README "WebSocket chat protocol").
+// The app id comes from the upgrade request (header x-consumer-username, or ?app_id= for
+// browsers, which cannot set headers). Client messages:
+//   {"type":"chat","request_id":"r1","body":{...the POST /chat/completions body...}}
+//   {"type":"cancel","request_id":"r1"}
+// Server frames: {"request_id":"r1","chunk":{...the SSE chunk objects...}} for every chunk, then
+// {"request_id":"r1","done":true} (plus "cancelled":true after a cancel). A body that fails
+// validation answers one chunk frame with the 40002 body, then done. Several requests may run at
+// once on one socket; a closed socket aborts them all (and their upstream requests).
+import type { IncomingMessage } from 'node:http';
+import type { WebSocket } from 'ws';
+import type { ChatChunk } from '../agent/chunks.js';
+import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
+import type { ChatService } from '../agent/service.js';
+import type { AppDeps } from './deps.js';
+import { sidsFor } from './routes/chat.js';
+import { RequestValidationError, validationBody } from './validation.js';
+
+/** Past this many buffered bytes a chunk waits for the socket (back-pressure). */
+const HIGH_WATER = 1 << 20;
+
+export interface WsChatSession {
+  /** From the upgrade request; undefined = missing (each chat then answers 40002). */
+  appId: string | undefined;
+  running: Map<string, AbortController>;
+  /** Set by a drain: refuse new chats, close with this code when the last one ends. */
+  closeCode?: number;
+}
+
+export interface WsChat {
+  open(req: IncomingMessage): WsChatSession;
+  /** Handles a `chat` or `cancel` message. */
+  handle(ws: WebSocket, session: WsChatSession, msg: Record<string, unknown>): void;
+  /** The socket closed: abort everything still running. */
+  close(session: WsChatSession): void;
+  /** Drain: close now when idle, else after the running chats end. */
+  closeWhenIdle(ws: WebSocket, session: WsChatSession, code: number, reason: string): void;
+}
+
+function appIdOf(req: IncomingMessage): string | undefined {
+  const h = req.headers[APP_ID_HEADER];
+  if (typeof h === 'string') return h;
+  if (Array.isArray(h)) return h[h.length - 1];
+  const q = (req.url ?? '').indexOf('?');
+  if (q < 0) return undefined;
+  return new URLSearchParams((req.url ?? '').slice(q + 1)).get('app_id') ?? undefined;
+}
+
+function send(ws: WebSocket, msg: unknown): void | Promise<void> {
+  if (ws.readyState !== ws.OPEN) return;
+  const data = JSON.stringify(msg);
+  if (ws.bufferedAmount < HIGH_WATER) {
+    ws.send(data);
+    return;
+  }
+  return new Promise<void>((resolve) => ws.send(data, () => resolve()));
+}
+
+export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
+  const chat = deps.chat;
+  const sids = sidsFor(deps);
+  const reasons = new Map<number, string>();
+
+  const protocolError = (ws: WebSocket, requestId: unknown, code: number, message: string) =>
+    void send(ws, { type: 'error', request_id: requestId ?? null, code, message });
+
+  const maybeClose = (ws: WebSocket, s: WsChatSession) => {
+    if (s.closeCode !== undefined && s.running.size === 0 && ws.readyState === ws.OPEN) {
+      ws.close(s.closeCode, reasons.get(s.closeCode) ?? '');
+    }
+  };
+
+  function startChat(ws: WebSocket, s: WsChatSession, msg: Record<string, unknown>): void {
+    const rid = msg.request_id;
+    if (rid === undefined || rid === null)
+      return protocolError(ws, rid, 40002, 'missing, request_id, Field required');
+    if (typeof rid !== 'string' || rid === '') {
+      return protocolError(
+        ws,
+        rid,
+        40002,
+        'string_type, request_id, Input should be a non-empty string',
+      );
+    }
+    if (s.running.has(rid)) {
+      return protocolError(
+        ws,
+        rid,
+        40002,
+        'value_error, request_id, a request with this request_id is still running',
+      );
+    }
+    if (s.closeCode !== undefined) {
+      return protocolError(
+        ws,
+        rid,
+        40500,
+        'Agent internal service error,this worker is shutting down: reconnect',
+      );
+    }
+    const sid = sids.next();
+    let parsed: ReturnType<typeof validateCompletion>;
+    try {
+      parsed = validateCompletion(
+        { parsed: msg.body },
+        s.appId === undefined ? [] : [[APP_ID_HEADER, s.appId]],
+      );
+    } catch (err) {
+      if (!(err instanceof RequestValidationError)) throw err;
+      void send(ws, { request_id: rid, chunk: validationBody(err, sid) });
+      void send(ws, { request_id: rid, done: true });
+      return;
+    }
+    const controller = new AbortController();
+    s.running.set(rid, controller);
+    const emit = (c: ChatChunk) => send(ws, { request_id: rid, chunk: c });
+    void chat
+      .completions({ sid, appId: parsed.appId, inputs: parsed.inputs }, controller.signal, emit)
+      .then(
+        (outcome) =>
+          void send(ws, {
+            request_id: rid,
+            done: true,
+            ...(outcome.aborted ? { cancelled: true } : {}),
+          }),
+        (err: unknown) => deps.logger.error('websocket chat failed', { sid, err }),
+      )
+      .finally(() => {
+        s.running.delete(rid);
+        maybeClose(ws, s);
+      });
+  }
+
+  return {
+    open: (req) => ({ appId: appIdOf(req), running: new Map() }),
+    handle(ws, s, msg) {
+      if (msg.type === 'chat') {
+        startChat(ws, s, msg);
+        return;
+      }
+      const rid = msg.request_id;
+      const controller = typeof rid === 'string' ? s.running.get(rid) : undefined;
+      if (!controller) {
+        protocolError(
+          ws,
+          rid,
+          40002,
+          'value_error, request_id, no running request with this request_id',
+        );
+        return;
+      }
+      controller.abort();
+    },
+    close(s) {
+      for (const c of s.running.values()) c.abort();
+    },
+    closeWhenIdle(ws, s, code, reason) {
+      reasons.set(code, reason);
+      s.closeCode = code;
+      maybeClose(ws, s);
+    },
+  };
+}

@@ -1,0 +1,290 @@
+// Issue 6 figures: time to first token and total time of a 50-chunk stream through the agent
+// (POST /agent/v1/chat/completions, stream:true, 2 workers) against calling the fake upstream
+// directly, in the same run, interleaved, at 1 and 50 concurrent streams; then 1000 concurrent
+// open streams on 2 workers (errors counted, memory per open stream from the workers' RSS).
+// The fake upstream runs in its own process; the client is this process. Bounded in time.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { createBot } from '../support/chat.js';
+import { freePort, ROOT, sleep, startService } from '../support/service.js';
+import { fmt, percentile, type Bench } from './lib.js';
+
+// 50 content chunks 20 ms apart (~50 tokens/s, an ordinary LLM pace): ~1 s a stream.
+const PACED = 'paced-50-20';
+const HOLD = 'paced-50-400'; // 50 chunks 400 ms apart: ~20 s open (the 1000-stream run)
+
+interface Sample {
+  ttft: number;
+  total: number;
+  ok: boolean;
+}
+
+/** The worker processes: children of the primary. */
+function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** CPU time (user + system) of a process in ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ = 100
+}
+
+function rssMb(pid: number): number {
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+async function startUpstream(): Promise<{ port: number; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(ROOT, 'test/support/fake-llm.ts'), String(port)],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  await new Promise<void>((res, rej) => {
+    proc.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && res());
+    proc.once('exit', (code) => rej(new Error(`fake upstream exited with ${code}`)));
+  });
+  return { port, proc };
+}
+
+/** One streaming POST; resolves with the time to the first body byte and to the end. */
+function stream(
+  agent: http.Agent,
+  port: number,
+  path: string,
+  body: string,
+  headers: Record<string, string>,
+): Promise<Sample> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    let ttft = NaN;
+    let text = '';
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: 'POST',
+        agent,
+        headers: { 'Content-Type': 'application/json', ...headers },
+      },
+      (res) => {
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          if (Number.isNaN(ttft)) ttft = performance.now() - t0;
+          text += d;
+        });
+        res.on('end', () => {
+          const ok =
+            res.statusCode === 200 &&
+            text.endsWith('data: [DONE]\n\n') &&
+            !/"code":(?!0[,}])-?\d/.test(text);
+          resolve({ ttft, total: performance.now() - t0, ok });
+        });
+        res.on('error', () => resolve({ ttft, total: performance.now() - t0, ok: false }));
+      },
+    );
+    req.on('error', () => resolve({ ttft, total: performance.now() - t0, ok: false }));
+    req.end(body);
+  });
+}
+
+/** `n` streams, `c` at a time. */
+async function batch(n: number, c: number, one: () => Promise<Sample>): Promise<Sample[]> {
+  const out: Sample[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      while (next < n) {
+        next++;
+        out.push(await one());
+      }
+    }),
+  );
+  return out;
+}
+
+const p = (xs: number[], q: number) => percentile(xs, q);
+
+const bench: Bench = {
+  title:
+    'chat streaming: time to first token through the agent vs the upstream directly; 1000 open streams',
+  async run() {
+    const upstream = await startUpstream();
+    const svc = await startService({
+      env: { SERVICE_WORKERS: '2', LOG_LEVEL: 'info', LLM_TIMEOUT: '60000' },
+    });
+    try {
+      await svc.waitReady();
+      await sleep(1000);
+      const pids = childrenOf(svc.proc.pid!);
+      if (pids.length !== 2) throw new Error(`expected 2 workers, found ${pids.length}`);
+      const api = `http://127.0.0.1:${upstream.port}/v1`;
+      const app = 'bench_app';
+      await createBot(svc.port, app, 'bench_paced', { domain: PACED, api });
+      await createBot(svc.port, app, 'bench_hold', { domain: HOLD, api });
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 2000 });
+      const hdr = { 'x-consumer-username': app };
+      const viaAgent = (bot: string) => () =>
+        stream(
+          agent,
+          svc.port,
+          '/agent/v1/chat/completions',
+          JSON.stringify({
+            bot_id: bot,
+            stream: true,
+            messages: [{ role: 'user', content: 'count' }],
+          }),
+          hdr,
+        );
+      const direct = (model: string) => () =>
+        stream(
+          agent,
+          upstream.port,
+          '/v1/chat/completions',
+          JSON.stringify({
+            messages: [
+              { role: 'system', content: 's' },
+              { role: 'user', content: 'count' },
+            ],
+            model,
+            stream: true,
+          }),
+          { Authorization: 'Bearer sk-test' },
+        );
+
+      // warm-up: JIT, connection pools, the SQLite page cache, the openai module in both workers
+      await batch(200, 20, viaAgent('bench_paced'));
+      await batch(200, 20, direct(PACED));
+
+      console.log(
+        `fake upstream (own process) streams 50 chunks 20 ms apart; client in the bench process; 2 workers`,
+      );
+      console.log(
+        `machine: ${process.env.BENCH_NOTE ?? 'shared 2-core machine (other jobs running)'}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+      );
+      for (const [c, n] of [
+        [1, 60],
+        [50, 600],
+      ] as const) {
+        const d: Sample[] = [];
+        const a: Sample[] = [];
+        let workerCpu = 0;
+        for (let round = 0; round < 3; round++) {
+          d.push(...(await batch(Math.round(n / 3), c, direct(PACED))));
+          const c0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+          a.push(...(await batch(Math.round(n / 3), c, viaAgent('bench_paced'))));
+          workerCpu += pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - c0;
+        }
+        const bad = d.filter((s) => !s.ok).length + a.filter((s) => !s.ok).length;
+        const col = (xs: Sample[], k: 'ttft' | 'total', q: number) =>
+          p(
+            xs.map((s) => s[k]),
+            q,
+          );
+        console.log(
+          `\n${c} concurrent stream(s), ${a.length} streams each way, 3 interleaved rounds, errors: ${bad}`,
+        );
+        console.log('                      TTFT p50   TTFT p99   total p50   total p99   (ms)');
+        for (const [name, xs] of [
+          ['upstream directly', d],
+          ['through the agent', a],
+        ] as const) {
+          console.log(
+            `  ${name.padEnd(18)} ${fmt(col(xs, 'ttft', 50), 2).padStart(8)} ${fmt(col(xs, 'ttft', 99), 2).padStart(10)} ${fmt(col(xs, 'total', 50), 2).padStart(11)} ${fmt(col(xs, 'total', 99), 2).padStart(11)}`,
+          );
+        }
+        const addP50 = col(a, 'ttft', 50) - col(d, 'ttft', 50);
+        const addP99 = col(a, 'ttft', 99) - col(d, 'ttft', 99);
+        console.log(
+          `  added TTFT: p50 ${fmt(addP50, 2)} ms (target <= 5), p99 ${fmt(addP99, 2)} ms (target <= 20)`,
+        );
+        console.log(
+          `  added total: p50 ${fmt(col(a, 'total', 50) - col(d, 'total', 50), 2)} ms, p99 ${fmt(col(a, 'total', 99) - col(d, 'total', 99), 2)} ms`,
+        );
+        console.log(
+          `  worker CPU per stream (user+system from /proc): ${fmt(workerCpu / a.length, 2)} ms`,
+        );
+      }
+
+      // --- 1000 concurrent open streams ------------------------------------------------------
+      await sleep(1000);
+      const idle = pids.map(rssMb);
+      const N = 1000;
+      const started = performance.now();
+      let finished = false;
+      const all = Promise.all(Array.from({ length: N }, () => viaAgent('bench_hold')())).finally(
+        () => (finished = true),
+      );
+      // Sample every 500 ms while the streams run (~20 s each; bounded at 90 s): the most
+      // streams open at once (the chat_streams_open gauge) and the workers' RSS at that moment.
+      let openPeak = 0;
+      let rssAtPeak = idle;
+      let rssMax = idle;
+      while (!finished && performance.now() - started < 90_000) {
+        await sleep(500);
+        const now = pids.map(rssMb);
+        rssMax = rssMax.map((v, j) => Math.max(v, now[j]!));
+        const m = /^chat_streams_open (\d+)/m.exec((await scrape(svc.port)) ?? '');
+        const open = m ? Number(m[1]) : 0;
+        if (open > openPeak) {
+          openPeak = open;
+          rssAtPeak = now;
+        }
+      }
+      const results = await all;
+      const took = performance.now() - started;
+      const errors = results.filter((r) => !r.ok).length;
+      const added = rssAtPeak.reduce((sum, v, j) => sum + (v - idle[j]!), 0);
+      console.log(`\n${N} concurrent streams (50 chunks 400 ms apart, ~20 s each), 2 workers:`);
+      console.log(
+        `  errors: ${errors} of ${N}; all done in ${fmt(took / 1000, 1)} s; most open at once (chat_streams_open): ${openPeak}`,
+      );
+      console.log(
+        `  worker RSS idle ${idle.map((v) => fmt(v, 0)).join(' + ')} MB -> ${rssAtPeak.map((v) => fmt(v, 0)).join(' + ')} MB with ${openPeak} open (max ${rssMax.map((v) => fmt(v, 0)).join(' + ')} MB)`,
+      );
+      const grown = rssMax.reduce((sum, v, j) => sum + (v - idle[j]!), 0);
+      const perStream = (mb: number) => fmt(openPeak > 0 ? (mb * 1024) / openPeak : NaN, 0);
+      console.log(
+        `  memory per open stream: ${perStream(grown)} KB upper bound (max RSS growth of both workers, garbage included, / ${openPeak} open); ${perStream(added)} KB from the RSS sampled at that moment`,
+      );
+      agent.destroy();
+    } finally {
+      await svc.stop();
+      upstream.proc.kill('SIGTERM');
+    }
+  },
+};
+
+async function scrape(port: number): Promise<string | undefined> {
+  return await new Promise((resolve) => {
+    http
+      .get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+        let t = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (t += d));
+        res.on('end', () => resolve(t));
+      })
+      .on('error', () => resolve(undefined));
+  });
+}
+
+export default bench;
