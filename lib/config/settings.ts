@@ -2,7 +2,7 @@
 // source of truth: `astron-agent config`, the start banner and config.env.example follow it.
 import { availableParallelism } from 'node:os';
 import { cleanEnv } from 'envalid';
-import { bool, int, msOrOff, oneOf, port, text, workers } from './validators.js';
+import { bool, hostPort, hostPortList, int, msOrOff, oneOf, optionalUrl, otlpEndpoint, port, text, workers } from './validators.js';
 
 export const SETTING_SPECS = {
   // --- service -------------------------------------------------------------------------------
@@ -69,11 +69,130 @@ export const SETTING_SPECS = {
     desc: 'the primary writes its pid here (relative to the working directory) for `astron-agent reload`/`stop`; empty = none',
   }),
   RUN_ENVIRON: text()({ default: 'development', desc: 'informational environment name' }),
+  SERVICE_SUB: text()({ default: 'svc', desc: 'prefix of the per-request trace ids (sid)' }),
+  // --- bot config storage (MySQL, embedded SQLite, Redis cache) ------------------------------
+  MYSQL_HOST: text()({
+    default: '',
+    desc: 'MySQL/MariaDB host; empty = the embedded SQLite file (SQLITE_PATH)',
+  }),
+  MYSQL_PORT: port({ default: 3306, desc: 'MySQL port' }),
+  MYSQL_USER: text()({ default: '', desc: 'MySQL user' }),
+  MYSQL_PASSWORD: text()({ default: '', desc: 'MySQL password' }),
+  MYSQL_DB: text()({
+    default: 'agent',
+    desc: 'MySQL database holding the bot_config table (created at start if missing)',
+  }),
+  MYSQL_POOL_SIZE: int(1, 1000)({ default: 10, desc: 'MySQL connections per worker, at most' }),
+  MYSQL_TIMEOUT: int(100, 600_000, 'ms')({
+    default: 5000,
+    desc: 'MySQL connect and query timeout; a request past it answers 40500',
+  }),
+  SQLITE_PATH: text(true)({
+    default: 'data/agent.db',
+    desc: 'embedded SQLite file used when MYSQL_HOST is empty (relative to the working directory)',
+  }),
+  REDIS_CLUSTER_ADDR: hostPortList({
+    default: '',
+    desc: 'Redis Cluster nodes host:port,host:port (wins over REDIS_ADDR); empty = no cluster',
+  }),
+  REDIS_ADDR: hostPort({
+    default: '',
+    desc: 'standalone Redis host:port; empty (and no cluster) = no cache',
+  }),
+  REDIS_PASSWORD: text()({ default: '', desc: 'Redis password (cluster and standalone)' }),
+  REDIS_EXPIRE: int(1, 2_147_483_647, 's')({
+    default: 3600,
+    desc: 'bot config cache expiry in seconds, slid on every hit',
+  }),
+  REDIS_TIMEOUT: int(50, 600_000, 'ms')({
+    default: 1000,
+    desc: 'Redis connect and command timeout; past it a read uses the database, a write is refused',
+  }),
   // --- logging -------------------------------------------------------------------------------
   LOG_LEVEL: oneOf(['error', 'warn', 'info', 'debug'] as const)({ default: 'info', desc: 'log level' }),
   LOG_FORMAT: oneOf(['auto', 'json', 'text'] as const)({
     default: 'auto',
     desc: 'auto = readable on a TTY, JSON lines otherwise',
+  }),
+  // --- metrics (Prometheus scrape, OTLP push) -----------------------------------------------
+  METRICS_ENABLE: bool({
+    default: true,
+    desc: 'Prometheus request/process series and GET /metrics (the whole cluster, any worker answers); false = off',
+  }),
+  METRICS_SCRAPE_TIMEOUT: int(50, 60_000, 'ms')({
+    default: 1000,
+    desc: 'how long a scrape waits for the workers; a worker later than this is left out and counted in astron_agent_metrics_missing_workers',
+  }),
+  METRICS_PORT: int(0, 65535)({
+    default: 0,
+    desc: 'also serve /metrics from the primary on this port (same host as SERVICE_HOST); 0 = off',
+  }),
+  METRICS_TOKEN: text()({
+    default: '',
+    desc: 'when set, /metrics (service port and METRICS_PORT) requires `Authorization: Bearer <token>`',
+  }),
+  SERVICE_LOCATION: text()({
+    default: '',
+    desc: 'data-centre name: the dc label of the OTLP metrics, and the sid location (src when empty)',
+  }),
+  UPLOAD_METRICS: bool({ default: false, desc: 'push metrics over OTLP/HTTP from every worker' }),
+  OTLP_ENABLE: bool({ default: true, desc: 'false turns the OTLP push off even when UPLOAD_METRICS is true' }),
+  OTLP_ENDPOINT: otlpEndpoint({
+    default: 'http://127.0.0.1:4318/v1/metrics',
+    desc: 'OTLP/HTTP (JSON) metrics endpoint: a full URL, or host:port meaning http://host:port/v1/metrics; 4318 is the OTLP/HTTP port, 4317 is gRPC (not spoken here)',
+  }),
+  OTLP_METRIC_TIMEOUT: int(1, 600_000, 'ms')({ default: 3000, desc: 'timeout of one OTLP export request' }),
+  OTLP_METRIC_EXPORT_INTERVAL_MILLIS: int(1, 86_400_000, 'ms')({
+    default: 3000,
+    desc: 'OTLP export period; must be >= OTLP_METRIC_EXPORT_TIMEOUT_MILLIS',
+  }),
+  OTLP_METRIC_EXPORT_TIMEOUT_MILLIS: int(1, 600_000, 'ms')({
+    default: 3000,
+    desc: 'deadline of one collect-and-export cycle',
+  }),
+  // --- chat completions: LLM upstream, key lookup (app auth), knowledge -----------------------
+  LLM_TIMEOUT: int(100, 3_600_000, 'ms')({
+    default: 60000,
+    desc: 'LLM upstream: the longest wait for its response (retries included) and between two stream chunks; past it the run ends with code -1',
+  }),
+  LLM_MAX_RETRIES: int(0, 10)({
+    default: 2,
+    desc: 'LLM upstream: retries of a failed connection or a 408/409/429/5xx answer, before any chunk arrived',
+  }),
+  APP_AUTH_HOST: text()({
+    default: '',
+    desc: 'app-auth host[:port] (HMAC-signed LLM key lookup by app id); empty = use the bot config model sk',
+  }),
+  APP_AUTH_ROUTER: text()({ default: '', desc: 'app-auth path, e.g. /api-services/v2/app/details' }),
+  APP_AUTH_PROT: oneOf(['http', 'https'] as const)({ default: 'http', desc: 'app-auth scheme' }),
+  APP_AUTH_API_KEY: text()({ default: '', desc: 'app-auth HMAC api_key' }),
+  APP_AUTH_SECRET: text()({ default: '', desc: 'app-auth HMAC secret' }),
+  CHUNK_QUERY_URL: optionalUrl({
+    default: '',
+    desc: 'knowledge chunk query URL (POST); empty = a bot with knowledge repos answers 40500',
+  }),
+  // --- plugins of the ReAct runner (link tools, MCP, workflows) --------------------------------
+  VERSIONS_LINK_URL: optionalUrl({
+    default: '',
+    desc: 'link tool schema query (GET ?app_id=&tool_ids=&versions=); empty = a request with link tools answers 40500',
+  }),
+  RUN_LINK_URL: optionalUrl({ default: '', desc: 'link tool execution (POST http_run)' }),
+  LIST_MCP_PLUGIN_URL: optionalUrl({
+    default: '',
+    desc: 'MCP proxy: tool list (POST); empty = no proxy: mcp_server_urls are reached directly over MCP Streamable HTTP, mcp_server_ids answer 40500',
+  }),
+  RUN_MCP_PLUGIN_URL: optionalUrl({ default: '', desc: 'MCP proxy: tool call (POST)' }),
+  GET_WORKFLOWS_URL: optionalUrl({
+    default: '',
+    desc: 'workflow protocol query (POST {"flow_id"}); empty = a request with workflows answers 40500',
+  }),
+  WORKFLOW_SSE_BASE_URL: optionalUrl({
+    default: '',
+    desc: 'workflow execution base URL (POST {base}/chat/completions, streamed)',
+  }),
+  PLUGIN_TIMEOUT: int(100, 3_600_000, 'ms')({
+    default: 40000,
+    desc: 'deadline of one plugin call (link schema/run, MCP list/call, workflow schema and each wait of its stream, knowledge query); past it: 40023/40024/40026/40027/40028/40025',
   }),
 };
 
@@ -102,7 +221,7 @@ export class SettingsError extends Error {
 export function validateSettings(raw: Record<string, string | undefined>): Settings {
   const input: Record<string, string | undefined> = {};
   for (const name of SETTING_NAMES) input[name] = raw[name];
-  return cleanEnv(input, SETTING_SPECS, {
+  const settings = cleanEnv(input, SETTING_SPECS, {
     reporter: ({ errors }) => {
       const names = Object.keys(errors);
       if (names.length === 0) return;
@@ -115,4 +234,29 @@ export function validateSettings(raw: Record<string, string | undefined>): Setti
       throw new SettingsError(problems);
     },
   }) as Settings;
+  const problems = crossFieldProblems(settings);
+  if (problems.length > 0) throw new SettingsError(problems);
+  return settings;
+}
+
+/** Rules that involve more than one setting: one line each, naming the variables. */
+function crossFieldProblems(s: Settings): string[] {
+  const problems: string[] = [];
+  if (s.OTLP_METRIC_EXPORT_INTERVAL_MILLIS < s.OTLP_METRIC_EXPORT_TIMEOUT_MILLIS) {
+    problems.push(
+      `invalid settings OTLP_METRIC_EXPORT_INTERVAL_MILLIS (${s.OTLP_METRIC_EXPORT_INTERVAL_MILLIS}) and OTLP_METRIC_EXPORT_TIMEOUT_MILLIS (${s.OTLP_METRIC_EXPORT_TIMEOUT_MILLIS}): the export interval must be >= the export timeout`,
+    );
+  }
+  if (s.METRICS_PORT !== 0 && s.METRICS_PORT === s.SERVICE_PORT) {
+    problems.push(
+      `invalid settings METRICS_PORT and SERVICE_PORT: both are ${s.SERVICE_PORT}; use another METRICS_PORT, or 0 for none`,
+    );
+  }
+  if (Boolean(s.LIST_MCP_PLUGIN_URL) !== Boolean(s.RUN_MCP_PLUGIN_URL)) {
+    problems.push('invalid settings LIST_MCP_PLUGIN_URL and RUN_MCP_PLUGIN_URL: set both (MCP through the proxy) or neither (MCP servers reached directly)');
+  }
+  if (s.APP_AUTH_HOST && !s.APP_AUTH_ROUTER.startsWith('/')) {
+    problems.push('invalid settings APP_AUTH_HOST and APP_AUTH_ROUTER: with APP_AUTH_HOST set, APP_AUTH_ROUTER must be a path starting with /');
+  }
+  return problems;
 }

@@ -80,3 +80,48 @@ export const optionalUrl = makeValidator<string>((input) => {
   if (u.protocol !== 'http:' && u.protocol !== 'https:') expected('an http:// or https:// URL, or empty');
   return s;
 });
+
+/**
+ * OTLP/HTTP metrics endpoint: a full http(s) URL (a URL without a path gets /v1/metrics), or
+ * `host:port` meaning `http://host:port/v1/metrics`. Returns the full URL.
+ */
+export const otlpEndpoint = makeValidator<string>((input) => {
+  const what = 'an http(s) URL, or host:port (meaning http://host:port/v1/metrics)';
+  const s = String(input).trim();
+  if (s === '') expected(what);
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `http://${s}`;
+  let u: URL;
+  try {
+    u = new URL(withScheme);
+  } catch {
+    return expected(what);
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '') expected(what);
+  if (withScheme !== s && (u.port === '' || u.pathname !== '/' || u.search !== '')) expected(what);
+  if (u.pathname === '/') u.pathname = '/v1/metrics';
+  return u.toString();
+});
+
+function checkHostPort(entry: string, what: string): string {
+  // Exactly one ':' (as the original requires); IPv6 literals are not supported there either.
+  const parts = entry.split(':');
+  if (parts.length !== 2 || parts[0]!.trim() === '') expected(what);
+  parseInteger(parts[1]!, 1, 65535, what);
+  return `${parts[0]!.trim()}:${parts[1]!.trim()}`;
+}
+
+/** `host:port`, or empty (the feature is then off). */
+export const hostPort = makeValidator<string>((input) => {
+  const s = String(input).trim();
+  return s === '' ? '' : checkHostPort(s, 'host:port (one ":"), or empty');
+});
+
+/** `host:port,host:port,...` (entries trimmed), or empty. */
+export const hostPortList = makeValidator<string>((input) => {
+  const s = String(input).trim();
+  if (s === '') return '';
+  const what = 'a comma-separated list of host:port (one ":" each), or empty';
+  const entries = s.split(',').map((e) => e.trim());
+  if (entries.some((e) => e === '')) expected(what);
+  return entries.map((e) => checkHostPort(e, what)).join(',');
+});

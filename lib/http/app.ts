@@ -2,6 +2,9 @@
 import express, { type Express } from 'express';
 import type { AppDeps } from './deps.js';
 import { errorHandler, notFound } from './errors.js';
+import { BOT_CONFIG_PATH, botConfigRouter } from './routes/bot-config.js';
+import { CHAT_PATH, chatRouter } from './routes/chat.js';
+import { CUSTOM_CHAT_PATH, customChatRouter } from './routes/custom-chat.js';
 import { testHooksRouter } from './routes/test-hooks.js';
 
 export function createApp(deps: AppDeps): Express {
@@ -13,6 +16,14 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
   if (deps.testHooks) app.use(testHooksRouter());
+  // Body parsing lives inside the route (POST/PUT only), not here: /health and GETs never pay for it.
+  if (deps.botStore) {
+    app.use(BOT_CONFIG_PATH, botConfigRouter({ ...deps, botStore: deps.botStore }));
+  }
+  if (deps.chat) app.use(CHAT_PATH, chatRouter({ ...deps, chat: deps.chat }));
+  if (deps.chat && deps.custom) {
+    app.use(CUSTOM_CHAT_PATH, customChatRouter({ ...deps, chat: deps.chat, custom: deps.custom }));
+  }
   app.use(notFound);
   app.use(errorHandler(deps));
   return app;

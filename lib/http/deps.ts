@@ -1,6 +1,11 @@
 // What the HTTP layer is given. Built once per worker (lib/worker/), or by a test.
 import type { Settings } from '../config/settings.js';
+import type { SidGenerator } from '../agent/sid.js';
+import type { ChatService } from '../agent/service.js';
+import type { CustomDeps } from '../agent/custom.js';
+import type { BotStore } from '../store/types.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { WorkerMetrics } from '../telemetry/metrics.js';
 
 export interface Lifecycle {
   /** Set once the worker drains: new responses carry `Connection: close`. */
@@ -17,4 +22,14 @@ export interface AppDeps {
   lifecycle: Lifecycle;
   /** Test-only routes under /__test (AGENT_TEST_HOOKS=1). */
   testHooks?: boolean;
+  /** Request/WebSocket/chat series and the cluster scrape; absent when metrics are off. */
+  metrics?: WorkerMetrics;
+  /** Bot configs (MySQL or SQLite, Redis cache in front when configured); the bot-config routes are mounted when set. */
+  botStore?: BotStore;
+  /** Per-request trace ids (spec 11.1); one generator per worker. */
+  sid?: SidGenerator;
+  /** The chat service (LLM client, key resolver, knowledge); the chat route and WS chat need it. */
+  chat?: ChatService;
+  /** The workflow agent's plugins and knowledge client; with `chat`, the custom route is mounted. */
+  custom?: CustomDeps;
 }

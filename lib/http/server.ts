@@ -10,7 +10,7 @@ import type { AppDeps } from './deps.js';
 import { healthHandler } from './routes/health.js';
 import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
-import { createWsServer, WS_PATH } from './ws.js';
+import { closeWebSockets, createWsServer, WS_PATH } from './ws.js';
 
 /** How long a socket may stay idle during a drain before it is closed. */
 const IDLE_GRACE_MS = 300;
@@ -33,7 +33,8 @@ export function createHttpService(deps: AppDeps): HttpService {
   const health = healthHandler(deps);
   const wss = createWsServer(deps);
   const metrics = deps.metrics;
-  const scrape = metrics && deps.settings.METRICS_ENABLE ? metricsHandler(deps, metrics) : undefined;
+  const scrape =
+    metrics && deps.settings.METRICS_ENABLE ? metricsHandler(deps, metrics) : undefined;
   const sockets = new Set<TrackedSocket>();
   const inflight = new Set<ServerResponse>();
   let requests = 0;
@@ -55,7 +56,7 @@ export function createHttpService(deps: AppDeps): HttpService {
       socket.active = (socket.active ?? 1) - 1;
       inflight.delete(res);
       if (metrics) {
-        const status = res.writableFinished ? String(res.statusCode) : CLIENT_CLOSED_STATUS;
+        const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED_STATUS;
         metrics.observeRequest(req.method ?? 'GET', route ?? routeLabel(req), status, startedAt);
       }
     });
@@ -112,7 +113,8 @@ export function createHttpService(deps: AppDeps): HttpService {
     // keep-alive sockets open, so a request racing the close is still answered.
     net.Server.prototype.close.call(server);
     for (const res of inflight) if (!res.headersSent) res.setHeader('Connection', 'close');
-    for (const ws of wss.clients) ws.close(wsCloseCode, wsCloseCode === 1012 ? 'service restart' : 'going away');
+    // A WebSocket with chats still streaming is closed when they end (or at the deadline).
+    closeWebSockets(wss, wsCloseCode, wsCloseCode === 1012 ? 'service restart' : 'going away');
 
     const deadline = Date.now() + timeoutMs;
     const idleSince = new Map<TrackedSocket, number>();

@@ -1,13 +1,30 @@
-// WebSocket endpoint /agent/v1/ws: JSON messages, ping/pong heartbeat, proper close codes.
+// WebSocket endpoint /agent/v1/ws: JSON messages, ping/pong heartbeat, proper close codes; the
+// chat protocol (`chat` / `cancel` messages) is delegated to ws-chat.ts.
 import type { IncomingMessage } from 'node:http';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { AppDeps } from './deps.js';
+import { createWsChat, type WsChat, type WsChatSession } from './ws-chat.js';
 
 export const WS_PATH = '/agent/v1/ws';
 
 interface Tracked extends WebSocket {
   pongAt?: number;
   pingTimer?: NodeJS.Timeout;
+  chat?: WsChatSession;
+}
+
+const chats = new WeakMap<WebSocketServer, WsChat>();
+
+/**
+ * Drain: closes every client with `code`; a client with chats still running is closed when its
+ * last one ends (new chats are refused meanwhile), so a stream finishes within the deadline.
+ */
+export function closeWebSockets(wss: WebSocketServer, code: number, reason: string): void {
+  const chat = chats.get(wss);
+  for (const ws of wss.clients as Set<Tracked>) {
+    if (chat && ws.chat) chat.closeWhenIdle(ws, ws.chat, code, reason);
+    else ws.close(code, reason);
+  }
 }
 
 export function createWsServer(deps: AppDeps): WebSocketServer {
@@ -16,8 +33,11 @@ export function createWsServer(deps: AppDeps): WebSocketServer {
     maxPayload: deps.settings.SERVICE_MAX_BODY_SIZE,
     clientTracking: true,
   });
-  wss.on('connection', (ws: Tracked, _req: IncomingMessage) => {
-    ws.on('message', (data: RawData, isBinary: boolean) => onMessage(ws, data, isBinary));
+  const chat = deps.chat ? createWsChat({ ...deps, chat: deps.chat }) : undefined;
+  if (chat) chats.set(wss, chat);
+  wss.on('connection', (ws: Tracked, req: IncomingMessage) => {
+    if (chat) ws.chat = chat.open(req);
+    ws.on('message', (data: RawData, isBinary: boolean) => onMessage(ws, data, isBinary, chat));
     ws.on('pong', () => {
       ws.pongAt = Date.now();
       if (ws.pingTimer) clearTimeout(ws.pingTimer);
@@ -26,6 +46,7 @@ export function createWsServer(deps: AppDeps): WebSocketServer {
     ws.on('error', (err) => deps.logger.debug('websocket error', { err: err.message }));
     ws.on('close', () => {
       if (ws.pingTimer) clearTimeout(ws.pingTimer);
+      if (chat && ws.chat) chat.close(ws.chat);
     });
   });
 
@@ -52,7 +73,7 @@ function send(ws: WebSocket, msg: unknown): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
 }
 
-function onMessage(ws: WebSocket, data: RawData, isBinary: boolean): void {
+function onMessage(ws: Tracked, data: RawData, isBinary: boolean, chat?: WsChat): void {
   if (isBinary) {
     ws.close(1003, 'binary frames are not supported; send JSON text');
     return;
@@ -67,6 +88,10 @@ function onMessage(ws: WebSocket, data: RawData, isBinary: boolean): void {
   const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
   if (type === 'ping') {
     send(ws, { type: 'pong' });
+    return;
+  }
+  if (chat && ws.chat && (type === 'chat' || type === 'cancel')) {
+    chat.handle(ws, ws.chat, msg as Record<string, unknown>);
     return;
   }
   send(ws, { type: 'error', code: 40002, message: `literal_error, type, unknown message type` });

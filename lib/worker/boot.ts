@@ -12,6 +12,13 @@ import {
   type WorkerToPrimary,
 } from '../ipc.js';
 import { createLogger } from '../telemetry/logger.js';
+import { detectLocalIp, SidGenerator } from '../agent/sid.js';
+import { openBotStore } from '../store/index.js';
+import { chatServiceFrom } from '../agent/service.js';
+import { customDepsFrom } from '../agent/custom.js';
+import { LlmClient } from '../agent/llm.js';
+import { pluginEndpointsFrom } from '../agent/plugins/index.js';
+import { openApiReactSelector } from '../agent/runners/react.js';
 import { createWorkerMetrics, processChannel } from '../telemetry/metrics.js';
 
 function send(msg: WorkerToPrimary): void {
@@ -44,13 +51,36 @@ export async function bootWorker(): Promise<void> {
     deps.metrics = createWorkerMetrics({
       channel: settings.METRICS_ENABLE ? processChannel() : undefined,
       scrapeTimeoutMs: settings.METRICS_SCRAPE_TIMEOUT,
+      awaitSink: push,
     });
   }
-  const otlp =
-    push && deps.metrics
-      ? (await import('../telemetry/otlp.js')).startOtlp({ settings, metrics: deps.metrics, logger })
-      : undefined;
+  let otlp: Promise<{ shutdown(ms: number): Promise<void> } | undefined> | undefined;
   if (deps.testHooks) logger.warn('AGENT_TEST_HOOKS=1: test-only routes under /__test are on');
+  // Bot-config storage: one store (pool / file / Redis client) per worker, built before listen.
+  const [botStore, localIp] = await Promise.all([openBotStore(settings, logger), detectLocalIp()]);
+  deps.botStore = botStore;
+  deps.sid = new SidGenerator({
+    sub: settings.SERVICE_SUB,
+    location: settings.SERVICE_LOCATION || 'src',
+    port: settings.SERVICE_PORT,
+    ip: localIp,
+  });
+  logger.debug('bot config store ready', { store: botStore.kind });
+  // Chat: the LLM client (connection reuse per upstream), key resolver and knowledge client.
+  // One LLM client for both chat endpoints; bots with plugins go to the ReAct runner.
+  const llm = new LlmClient({
+    timeoutMs: settings.LLM_TIMEOUT,
+    maxRetries: settings.LLM_MAX_RETRIES,
+  });
+  deps.chat = chatServiceFrom(settings, {
+    botStore,
+    logger,
+    metrics: deps.metrics,
+    llm,
+    selectRunner: openApiReactSelector(pluginEndpointsFrom(settings)),
+  });
+  deps.custom = customDepsFrom(settings, { llm, keys: deps.chat.keys });
+  logger.debug('chat service ready', { keys: deps.chat.keys.kind });
   const http = createHttpService(deps);
 
   await new Promise<void>((resolve, reject) => {
@@ -78,9 +108,13 @@ export async function bootWorker(): Promise<void> {
       logger.info('draining', { reason });
       const code = reason === 'stop' ? WS_CLOSE_GOING_AWAY : WS_CLOSE_SERVICE_RESTART;
       const clean = await http.drain(code, timeoutMs);
+      // Connections to MySQL/Redis and the SQLite file close after the last request is answered.
+      await Promise.race([botStore.close(), new Promise((r) => setTimeout(r, 2000).unref())]).catch(
+        (err: unknown) => logger.warn('bot config store did not close cleanly', { err }),
+      );
       // Last values: to the primary (cluster counters stay exact) and one more OTLP export.
       await deps.metrics?.sendFinal();
-      await otlp?.shutdown(settings.OTLP_METRIC_EXPORT_TIMEOUT_MILLIS);
+      await (await otlp)?.shutdown(settings.OTLP_METRIC_EXPORT_TIMEOUT_MILLIS);
       logger.info(clean ? 'drained, exiting' : 'drain deadline reached, exiting', { reason });
       clearInterval(beat);
       process.exit(clean ? 0 : 1);
@@ -97,4 +131,20 @@ export async function bootWorker(): Promise<void> {
   process.on('SIGINT', () => {});
 
   send({ t: 'ready', host: settings.SERVICE_HOST, port: settings.SERVICE_PORT });
+  // The metrics registry (prom-client) and the OTLP SDK load after ready: out of the start-up path.
+  const metrics = deps.metrics;
+  void metrics?.init();
+  void deps.chat
+    .preload()
+    .catch((err: unknown) => logger.error('LLM client library did not load', { err }));
+  if (push && metrics) {
+    otlp = import('../telemetry/otlp.js').then(
+      (m) => m.startOtlp({ settings, metrics, logger }),
+      (err: unknown) => {
+        metrics.setSink(undefined);
+        logger.error('OTLP metrics push not started', { err });
+        return undefined;
+      },
+    );
+  }
 }

@@ -5,7 +5,11 @@ import type { Bench } from './lib.js';
 
 const modules: Record<string, () => Promise<{ default: Bench }>> = {
   foundation: () => import('./foundation.js'),
+  metrics: () => import('./metrics.js'),
   reload: () => import('./reload.js'),
+  chat: () => import('./chat.js'),
+  'bot-config': () => import('./bot-config.js'),
+  react: () => import('./react.js'),
 };
 
 const wanted = process.argv.slice(2);

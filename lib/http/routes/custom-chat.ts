@@ -1,0 +1,81 @@
+// POST /agent/v1/custom/chat/completions (spec 3.2): the workflow agent. Validation failures
+// answer HTTP 200 with the 40002 body (spec 3.4). Everything else is ALWAYS streamed, whatever
+// `stream` says, with `Content-Type: application/json` (no charset: the original's media type,
+// part of the contract) and the SSE framing of spec 4.2: one-line JSON chunks, the stop chunk,
+// `data: [DONE]`. The workflow engine reads it line by line until `finish_reason: "stop"`.
+// A client that goes away aborts the run, its plugin calls and the upstream LLM request.
+import express, { Router, type Request, type Response } from 'express';
+import { sseFrame, SSE_DONE, type ChatChunk } from '../../agent/chunks.js';
+import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
+import { headerEntries } from '../../agent/request.js';
+import type { ChatService } from '../../agent/service.js';
+import type { AppDeps } from '../deps.js';
+import { BodyDecodeError, RequestValidationError, validationBody } from '../validation.js';
+import { sidsFor, writeWithBackpressure } from './chat.js';
+
+export const CUSTOM_CHAT_PATH = '/agent/v1/custom/chat/completions';
+
+export const CUSTOM_STREAM_HEADERS = {
+  'Content-Type': 'application/json',
+  'Cache-Control': 'no-cache',
+  'X-Accel-Buffering': 'no',
+} as const;
+
+export function customChatRouter(
+  deps: AppDeps & { chat: ChatService; custom: CustomDeps },
+): Router {
+  const { chat, custom } = deps;
+  const sids = sidsFor(deps);
+  const readBody = express.raw({ type: () => true, limit: deps.settings.SERVICE_MAX_BODY_SIZE });
+
+  const handler = async (req: Request, res: Response): Promise<void> => {
+    const sid = sids.next();
+    let parsed: ReturnType<typeof validateCustomCompletion>;
+    try {
+      parsed = validateCustomCompletion(
+        { raw: req.body as Buffer | undefined, contentType: req.headers['content-type'] },
+        headerEntries(req.headers),
+      );
+    } catch (err) {
+      if (err instanceof RequestValidationError) {
+        res.status(200).json(validationBody(err, sid));
+        return;
+      }
+      if (err instanceof BodyDecodeError) {
+        res.status(err.status).json({ detail: err.message });
+        return;
+      }
+      throw err;
+    }
+
+    const controller = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const { appId, inputs } = parsed;
+    res.writeHead(200, CUSTOM_STREAM_HEADERS);
+    res.flushHeaders();
+    const emit = (c: ChatChunk) => writeWithBackpressure(res, sseFrame(c));
+    const outcome = await chat.run(
+      { sid, appId, uid: inputs.uid, caller: inputs.meta_data.caller },
+      controller.signal,
+      (ctx) => runCustom(custom, inputs, ctx),
+      emit,
+    );
+    if (outcome.aborted) {
+      if (!res.destroyed) res.destroy();
+      return;
+    }
+    res.end(SSE_DONE);
+  };
+
+  const router = Router();
+  router
+    .route('/')
+    .post(readBody, handler)
+    .all((_req, res) => {
+      res.setHeader('Allow', 'POST');
+      res.status(405).json({ detail: 'Method Not Allowed' });
+    });
+  return router;
+}
