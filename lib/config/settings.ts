@@ -2,7 +2,19 @@
 // source of truth: `astron-agent config`, the start banner and config.env.example follow it.
 import { availableParallelism } from 'node:os';
 import { cleanEnv } from 'envalid';
-import { bool, hostPort, hostPortList, int, msOrOff, oneOf, optionalUrl, otlpEndpoint, port, text, workers } from './validators.js';
+import {
+  bool,
+  hostPort,
+  hostPortList,
+  int,
+  msOrOff,
+  oneOf,
+  optionalUrl,
+  otlpEndpoint,
+  port,
+  text,
+  workers,
+} from './validators.js';
 
 export const SETTING_SPECS = {
   // --- service -------------------------------------------------------------------------------
@@ -17,29 +29,55 @@ export const SETTING_SPECS = {
     default: 'none',
     desc: 'connection distribution: none = the kernel hands connections to workers (a killed worker strands none); rr = round-robin in the primary',
   }),
-  SERVICE_RELOAD: bool({ default: false, desc: 'watch code and config.env, rolling reload on change' }),
-  SERVICE_GRACEFUL_TIMEOUT: int(0, 3_600_000, 'ms')({
+  SERVICE_RELOAD: bool({
+    default: false,
+    desc: 'watch code and config.env, rolling reload on change',
+  }),
+  SERVICE_GRACEFUL_TIMEOUT: int(
+    0,
+    3_600_000,
+    'ms',
+  )({
     default: 30000,
     desc: 'how long a stop waits for in-flight requests before SIGKILL',
   }),
-  SERVICE_READY_TIMEOUT: int(100, 600_000, 'ms')({
+  SERVICE_READY_TIMEOUT: int(
+    100,
+    600_000,
+    'ms',
+  )({
     default: 10000,
     desc: 'how long a new worker may take to report ready',
   }),
-  SERVICE_WORKER_TIMEOUT: int(1000, 3_600_000, 'ms')({
+  SERVICE_WORKER_TIMEOUT: int(
+    1000,
+    3_600_000,
+    'ms',
+  )({
     default: 30000,
     desc: 'a worker whose heartbeat is silent this long is killed as hung',
   }),
-  SERVICE_RESTART_BACKOFF_BASE: int(0, 600_000, 'ms')({
+  SERVICE_RESTART_BACKOFF_BASE: int(
+    0,
+    600_000,
+    'ms',
+  )({
     default: 200,
     desc: 'restart delay after the second crash in a row; doubles per crash (first crash: at once)',
   }),
   SERVICE_RESTART_BACKOFF_MAX: int(0, 600_000, 'ms')({ default: 10000, desc: 'restart delay cap' }),
-  SERVICE_RESTART_STABLE: int(0, 3_600_000, 'ms')({
+  SERVICE_RESTART_STABLE: int(
+    0,
+    3_600_000,
+    'ms',
+  )({
     default: 30000,
     desc: 'a worker up this long is stable: its crash resets the backoff and is not counted against the budget',
   }),
-  SERVICE_CRASH_BUDGET: int(0, 10_000)({
+  SERVICE_CRASH_BUDGET: int(
+    0,
+    10_000,
+  )({
     default: 5,
     desc: 'more unstable restarts than this within SERVICE_CRASH_WINDOW stop the service (exit 4)',
   }),
@@ -60,7 +98,11 @@ export const SETTING_SPECS = {
     default: 0,
     desc: 'close a WebSocket whose pong is this late (ms); false or 0 = wait one interval',
   }),
-  SERVICE_MAX_BODY_SIZE: int(1024, 1024 * 1024 * 1024, 'bytes')({
+  SERVICE_MAX_BODY_SIZE: int(
+    1024,
+    1024 * 1024 * 1024,
+    'bytes',
+  )({
     default: 1048576,
     desc: 'largest accepted request body; larger gets 413',
   }),
@@ -83,7 +125,11 @@ export const SETTING_SPECS = {
     desc: 'MySQL database holding the bot_config table (created at start if missing)',
   }),
   MYSQL_POOL_SIZE: int(1, 1000)({ default: 10, desc: 'MySQL connections per worker, at most' }),
-  MYSQL_TIMEOUT: int(100, 600_000, 'ms')({
+  MYSQL_TIMEOUT: int(
+    100,
+    600_000,
+    'ms',
+  )({
     default: 5000,
     desc: 'MySQL connect and query timeout; a request past it answers 40500',
   }),
@@ -100,16 +146,27 @@ export const SETTING_SPECS = {
     desc: 'standalone Redis host:port; empty (and no cluster) = no cache',
   }),
   REDIS_PASSWORD: text()({ default: '', desc: 'Redis password (cluster and standalone)' }),
-  REDIS_EXPIRE: int(1, 2_147_483_647, 's')({
+  REDIS_EXPIRE: int(
+    1,
+    2_147_483_647,
+    's',
+  )({
     default: 3600,
     desc: 'bot config cache expiry in seconds, slid on every hit',
   }),
-  REDIS_TIMEOUT: int(50, 600_000, 'ms')({
+  REDIS_TIMEOUT: int(
+    50,
+    600_000,
+    'ms',
+  )({
     default: 1000,
     desc: 'Redis connect and command timeout; past it a read uses the database, a write is refused',
   }),
   // --- logging -------------------------------------------------------------------------------
-  LOG_LEVEL: oneOf(['error', 'warn', 'info', 'debug'] as const)({ default: 'info', desc: 'log level' }),
+  LOG_LEVEL: oneOf(['error', 'warn', 'info', 'debug'] as const)({
+    default: 'info',
+    desc: 'log level',
+  }),
   LOG_FORMAT: oneOf(['auto', 'json', 'text'] as const)({
     default: 'auto',
     desc: 'auto = readable on a TTY, JSON lines otherwise',
@@ -119,11 +176,18 @@ export const SETTING_SPECS = {
     default: true,
     desc: 'Prometheus request/process series and GET /metrics (the whole cluster, any worker answers); false = off',
   }),
-  METRICS_SCRAPE_TIMEOUT: int(50, 60_000, 'ms')({
+  METRICS_SCRAPE_TIMEOUT: int(
+    50,
+    60_000,
+    'ms',
+  )({
     default: 1000,
     desc: 'how long a scrape waits for the workers; a worker later than this is left out and counted in astron_agent_metrics_missing_workers',
   }),
-  METRICS_PORT: int(0, 65535)({
+  METRICS_PORT: int(
+    0,
+    65535,
+  )({
     default: 0,
     desc: 'also serve /metrics from the primary on this port (same host as SERVICE_HOST); 0 = off',
   }),
@@ -136,26 +200,48 @@ export const SETTING_SPECS = {
     desc: 'data-centre name: the dc label of the OTLP metrics, and the sid location (src when empty)',
   }),
   UPLOAD_METRICS: bool({ default: false, desc: 'push metrics over OTLP/HTTP from every worker' }),
-  OTLP_ENABLE: bool({ default: true, desc: 'false turns the OTLP push off even when UPLOAD_METRICS is true' }),
+  OTLP_ENABLE: bool({
+    default: true,
+    desc: 'false turns the OTLP push off even when UPLOAD_METRICS is true',
+  }),
   OTLP_ENDPOINT: otlpEndpoint({
     default: 'http://127.0.0.1:4318/v1/metrics',
     desc: 'OTLP/HTTP (JSON) metrics endpoint: a full URL, or host:port meaning http://host:port/v1/metrics; 4318 is the OTLP/HTTP port, 4317 is gRPC (not spoken here)',
   }),
-  OTLP_METRIC_TIMEOUT: int(1, 600_000, 'ms')({ default: 3000, desc: 'timeout of one OTLP export request' }),
-  OTLP_METRIC_EXPORT_INTERVAL_MILLIS: int(1, 86_400_000, 'ms')({
+  OTLP_METRIC_TIMEOUT: int(
+    1,
+    600_000,
+    'ms',
+  )({ default: 3000, desc: 'timeout of one OTLP export request' }),
+  OTLP_METRIC_EXPORT_INTERVAL_MILLIS: int(
+    1,
+    86_400_000,
+    'ms',
+  )({
     default: 3000,
     desc: 'OTLP export period; must be >= OTLP_METRIC_EXPORT_TIMEOUT_MILLIS',
   }),
-  OTLP_METRIC_EXPORT_TIMEOUT_MILLIS: int(1, 600_000, 'ms')({
+  OTLP_METRIC_EXPORT_TIMEOUT_MILLIS: int(
+    1,
+    600_000,
+    'ms',
+  )({
     default: 3000,
     desc: 'deadline of one collect-and-export cycle',
   }),
   // --- chat completions: LLM upstream, key lookup (app auth), knowledge -----------------------
-  LLM_TIMEOUT: int(100, 3_600_000, 'ms')({
+  LLM_TIMEOUT: int(
+    100,
+    3_600_000,
+    'ms',
+  )({
     default: 60000,
     desc: 'LLM upstream: the longest wait for its response (retries included) and between two stream chunks; past it the run ends with code -1',
   }),
-  LLM_MAX_RETRIES: int(0, 10)({
+  LLM_MAX_RETRIES: int(
+    0,
+    10,
+  )({
     default: 2,
     desc: 'LLM upstream: retries of a failed connection or a 408/409/429/5xx answer, before any chunk arrived',
   }),
@@ -163,7 +249,10 @@ export const SETTING_SPECS = {
     default: '',
     desc: 'app-auth host[:port] (HMAC-signed LLM key lookup by app id); empty = use the bot config model sk',
   }),
-  APP_AUTH_ROUTER: text()({ default: '', desc: 'app-auth path, e.g. /api-services/v2/app/details' }),
+  APP_AUTH_ROUTER: text()({
+    default: '',
+    desc: 'app-auth path, e.g. /api-services/v2/app/details',
+  }),
   APP_AUTH_PROT: oneOf(['http', 'https'] as const)({ default: 'http', desc: 'app-auth scheme' }),
   APP_AUTH_API_KEY: text()({ default: '', desc: 'app-auth HMAC api_key' }),
   APP_AUTH_SECRET: text()({ default: '', desc: 'app-auth HMAC secret' }),
@@ -190,7 +279,11 @@ export const SETTING_SPECS = {
     default: '',
     desc: 'workflow execution base URL (POST {base}/chat/completions, streamed)',
   }),
-  PLUGIN_TIMEOUT: int(100, 3_600_000, 'ms')({
+  PLUGIN_TIMEOUT: int(
+    100,
+    3_600_000,
+    'ms',
+  )({
     default: 40000,
     desc: 'deadline of one plugin call (link schema/run, MCP list/call, workflow schema and each wait of its stream, knowledge query); past it: 40023/40024/40026/40027/40028/40025',
   }),
@@ -253,10 +346,14 @@ function crossFieldProblems(s: Settings): string[] {
     );
   }
   if (Boolean(s.LIST_MCP_PLUGIN_URL) !== Boolean(s.RUN_MCP_PLUGIN_URL)) {
-    problems.push('invalid settings LIST_MCP_PLUGIN_URL and RUN_MCP_PLUGIN_URL: set both (MCP through the proxy) or neither (MCP servers reached directly)');
+    problems.push(
+      'invalid settings LIST_MCP_PLUGIN_URL and RUN_MCP_PLUGIN_URL: set both (MCP through the proxy) or neither (MCP servers reached directly)',
+    );
   }
   if (s.APP_AUTH_HOST && !s.APP_AUTH_ROUTER.startsWith('/')) {
-    problems.push('invalid settings APP_AUTH_HOST and APP_AUTH_ROUTER: with APP_AUTH_HOST set, APP_AUTH_ROUTER must be a path starting with /');
+    problems.push(
+      'invalid settings APP_AUTH_HOST and APP_AUTH_ROUTER: with APP_AUTH_HOST set, APP_AUTH_ROUTER must be a path starting with /',
+    );
   }
   return problems;
 }

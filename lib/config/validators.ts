@@ -38,7 +38,12 @@ export function int(min: number, max = Number.MAX_SAFE_INTEGER, unit = '') {
 export const msOrOff = makeValidator<number>((input) => {
   const s = String(input).trim().toLowerCase();
   if (s === '' || FALSE.has(s)) return 0;
-  return parseInteger(s, 0, 2_147_483_647, 'milliseconds (an integer >= 0), or false/off/0 to disable');
+  return parseInteger(
+    s,
+    0,
+    2_147_483_647,
+    'milliseconds (an integer >= 0), or false/off/0 to disable',
+  );
 });
 
 /** `auto` (available parallelism) or an integer >= 1. */
@@ -77,7 +82,8 @@ export const optionalUrl = makeValidator<string>((input) => {
   } catch {
     return expected('an http:// or https:// URL, or empty');
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') expected('an http:// or https:// URL, or empty');
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    expected('an http:// or https:// URL, or empty');
   return s;
 });
 

@@ -85,7 +85,9 @@ export function createHttpService(deps: AppDeps): HttpService {
     const path = (req.url ?? '').split('?')[0];
     if (path !== WS_PATH || deps.lifecycle.draining) {
       const status = path !== WS_PATH ? '404 Not Found' : '503 Service Unavailable';
-      const body = JSON.stringify({ detail: path !== WS_PATH ? 'Not Found' : 'Service Unavailable' });
+      const body = JSON.stringify({
+        detail: path !== WS_PATH ? 'Not Found' : 'Service Unavailable',
+      });
       socket.end(
         `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );

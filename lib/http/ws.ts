@@ -85,7 +85,8 @@ function onMessage(ws: Tracked, data: RawData, isBinary: boolean, chat?: WsChat)
     send(ws, { type: 'error', code: 40002, message: 'json_invalid, message, JSON decode error' });
     return;
   }
-  const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
+  const type =
+    typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
   if (type === 'ping') {
     send(ws, { type: 'pong' });
     return;

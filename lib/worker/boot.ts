@@ -94,7 +94,8 @@ export async function bootWorker(): Promise<void> {
 
   // Heartbeat from the main event loop: a blocked loop goes silent and the primary notices.
   const beatEvery = Math.max(200, Math.min(1000, Math.floor(settings.SERVICE_WORKER_TIMEOUT / 4)));
-  const heartbeat = () => send({ t: 'heartbeat', requests: http.requestCount(), rss: process.memoryUsage.rss() });
+  const heartbeat = () =>
+    send({ t: 'heartbeat', requests: http.requestCount(), rss: process.memoryUsage.rss() });
   const beat = setInterval(heartbeat, beatEvery);
   beat.unref();
   // Reaching the request limit is reported at once (the primary decides on the recycling).
