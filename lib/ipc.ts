@@ -5,21 +5,29 @@ export type DrainReason = 'stop' | 'reload' | 'scale' | 'recycle';
 
 export type WorkerToPrimary =
   | { t: 'ready'; host: string; port: number }
+  /** A spare worker finished its dependency init and waits for `activate` before listening. */
+  | { t: 'standby' }
   | { t: 'boot-error'; message: string; stack?: string; code?: string }
   | { t: 'heartbeat'; requests: number; rss: number };
 
-export type PrimaryToWorker = { t: 'drain'; reason: DrainReason; timeoutMs: number };
+export type PrimaryToWorker =
+  | { t: 'drain'; reason: DrainReason; timeoutMs: number }
+  /** A spare worker: listen now, then report ready. */
+  | { t: 'activate' };
 
 function isObject(m: unknown): m is Record<string, unknown> {
   return typeof m === 'object' && m !== null;
 }
 
 export function isWorkerMessage(m: unknown): m is WorkerToPrimary {
-  return isObject(m) && (m.t === 'ready' || m.t === 'boot-error' || m.t === 'heartbeat');
+  return (
+    isObject(m) &&
+    (m.t === 'ready' || m.t === 'standby' || m.t === 'boot-error' || m.t === 'heartbeat')
+  );
 }
 
 export function isPrimaryMessage(m: unknown): m is PrimaryToWorker {
-  return isObject(m) && m.t === 'drain';
+  return isObject(m) && (m.t === 'drain' || m.t === 'activate');
 }
 
 /** WebSocket close codes used when a worker drains. */

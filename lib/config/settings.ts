@@ -82,6 +82,13 @@ export const SETTING_SPECS = {
     desc: 'more unstable restarts than this within SERVICE_CRASH_WINDOW stop the service (exit 4)',
   }),
   SERVICE_CRASH_WINDOW: int(1000, 3_600_000, 'ms')({ default: 60000, desc: 'crash budget window' }),
+  SERVICE_SPARE_WORKERS: int(
+    0,
+    4,
+  )({
+    default: 1,
+    desc: 'warm spares: workers forked and initialised in advance (not listening, not counted) so a crashed, hung, recycled or added worker is ready in milliseconds; each costs one idle worker of memory; 0 = off',
+  }),
   SERVICE_MAX_REQUESTS: int(0)({
     default: 0,
     desc: 'recycle a worker (rolling, no request lost) after about this many requests, +0-10% jitter; 0 = off',

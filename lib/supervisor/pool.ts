@@ -17,7 +17,9 @@ export type Command =
   | { kind: 'recycle'; id: number; reason: 'memory' | 'requests' };
 
 /** Why a worker was (re)started: decides what a failure to boot means. */
-type Purpose = 'boot' | 'replace' | 'reload' | 'scale' | 'recycle' | 'hung';
+type Purpose = 'boot' | 'replace' | 'reload' | 'scale' | 'recycle' | 'hung' | 'spare';
+/** Purposes a warm spare may serve (a reload needs the new code, so it always forks). */
+const SPARE_SERVES: ReadonlySet<Purpose> = new Set(['replace', 'hung', 'scale', 'recycle']);
 export type RestartReason = 'crash' | 'hung' | 'memory' | 'requests' | 'reload';
 
 interface Slot {
@@ -25,7 +27,10 @@ interface Slot {
   id: number;
   pid: number;
   purpose: Purpose;
-  state: 'starting' | 'ready' | 'draining';
+  /** standby: a spare, initialised but not listening and not counted, until activated. */
+  state: 'starting' | 'standby' | 'ready' | 'draining';
+  /** The configuration generation it was forked with (a reload starts a new one). */
+  generation: number;
   forkedAt: number;
   readyAt: number;
   lastBeat: number;
@@ -84,6 +89,10 @@ export class Pool extends EventEmitter<PoolEvents> {
   private hungTimer?: NodeJS.Timeout;
   private stopTimer?: NodeJS.Timeout;
   private readonly random: () => number;
+  private generation = 0;
+  /** Spares that died or failed to boot since the last reload; past 3, no more spares. */
+  private spareFailures = 0;
+  private spareTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: PoolOptions) {
     super();
@@ -224,8 +233,15 @@ export class Pool extends EventEmitter<PoolEvents> {
       };
       this.settings = { ...next.settings, ...fixed };
       this.crashes = new CrashTracker(this.policy(), this.random);
+      this.generation++;
+      this.spareFailures = 0;
+      // Spares run the old code and settings: end them; new ones follow the reload.
+      for (const s of this.slots.values())
+        if (s.purpose === 'spare') this.kill(s, 'killed', 'SIGTERM');
 
-      const old = [...this.slots.values()].filter((s) => s.state !== 'draining' && !s.retired);
+      const old = [...this.slots.values()].filter(
+        (s) => s.state !== 'draining' && !s.retired && s.purpose !== 'spare',
+      );
       for (const prev of old) {
         if (this.phase === 'stopping') return;
         if (!this.slots.has(prev.id) || prev.retired) continue;
@@ -256,6 +272,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.emit('reloaded', 'ok', ms);
     } finally {
       this.reloading = false;
+      this.ensureSpares();
     }
   }
 
@@ -339,7 +356,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     });
     this.clearTimers();
     for (const s of this.slots.values()) {
-      if (s.state === 'starting') this.kill(s, 'killed', 'SIGKILL');
+      if (s.state === 'starting' || s.state === 'standby') this.kill(s, 'killed', 'SIGKILL');
       else this.retire(s, 'stop');
     }
     this.stopTimer = setTimeout(() => {
@@ -373,6 +390,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
     if (this.hungTimer) clearInterval(this.hungTimer);
+    clearTimeout(this.spareTimer);
   }
 
   private finishIfEmpty(): void {
@@ -386,16 +404,75 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   private liveCount(): number {
     let n = 0;
-    for (const s of this.slots.values()) if (s.state !== 'draining' && !s.retired) n++;
+    for (const s of this.slots.values()) {
+      if (s.state !== 'draining' && !s.retired && s.purpose !== 'spare') n++;
+    }
     return n;
   }
 
+  /** Keeps SERVICE_SPARE_WORKERS warm spares (forked, initialised, not listening). */
+  private ensureSpares(): void {
+    if (this.phase !== 'running' || this.reloading || this.spareFailures > 3) return;
+    let have = 0;
+    for (const s of this.slots.values()) if (s.purpose === 'spare' && !s.retired) have++;
+    for (; have < this.settings.SERVICE_SPARE_WORKERS; have++) this.spawn('spare');
+  }
+
+  private takeSpare(): Slot | undefined {
+    for (const s of this.slots.values()) {
+      if (
+        s.purpose === 'spare' &&
+        s.state === 'standby' &&
+        !s.retired &&
+        s.generation === this.generation
+      )
+        return s;
+    }
+    return undefined;
+  }
+
+  /** A worker for `purpose`: a warm spare when one is on standby, else a fresh fork. */
   private spawn(purpose: Purpose): Slot {
+    const spare = SPARE_SERVES.has(purpose) ? this.takeSpare() : undefined;
+    if (spare) {
+      spare.purpose = purpose;
+      spare.state = 'starting';
+      spare.forkedAt = Date.now();
+      spare.readyTimer = this.readyDeadline(spare);
+      this.send(spare, { t: 'activate' });
+      this.log.debug('spare worker activated', {
+        worker: spare.id,
+        worker_pid: spare.pid,
+        purpose,
+      });
+      this.ensureSpares();
+      return spare;
+    }
+    return this.fork(purpose);
+  }
+
+  private readyDeadline(slot: Slot): NodeJS.Timeout {
+    return setTimeout(() => {
+      if (slot.state !== 'starting') return;
+      slot.bootError ??= `not ready within SERVICE_READY_TIMEOUT (${this.settings.SERVICE_READY_TIMEOUT} ms)`;
+      this.log.error('worker not ready in time, killing it', {
+        worker: slot.id,
+        worker_pid: slot.pid,
+      });
+      this.kill(slot, 'killed', 'SIGKILL');
+    }, this.settings.SERVICE_READY_TIMEOUT);
+  }
+
+  private fork(purpose: Purpose): Slot {
     const maxReq = this.settings.SERVICE_MAX_REQUESTS;
     // Jitter (0-10%) so that workers started together do not recycle together.
     const maxRequests =
       maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0;
-    const worker = cluster.fork({ ...this.env, AGENT_WORKER_MAX_REQUESTS: String(maxRequests) });
+    const worker = cluster.fork({
+      ...this.env,
+      AGENT_WORKER_MAX_REQUESTS: String(maxRequests),
+      AGENT_WORKER_SPARE: purpose === 'spare' ? '1' : '0',
+    });
     const now = Date.now();
     const slot: Slot = {
       worker,
@@ -403,6 +480,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       pid: worker.process.pid ?? -1,
       purpose,
       state: 'starting',
+      generation: this.generation,
       forkedAt: now,
       readyAt: 0,
       lastBeat: now,
@@ -412,15 +490,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       waiters: [],
     };
     this.slots.set(slot.id, slot);
-    slot.readyTimer = setTimeout(() => {
-      if (slot.state !== 'starting') return;
-      slot.bootError ??= `not ready within SERVICE_READY_TIMEOUT (${this.settings.SERVICE_READY_TIMEOUT} ms)`;
-      this.log.error('worker not ready in time, killing it', {
-        worker: slot.id,
-        worker_pid: slot.pid,
-      });
-      this.kill(slot, 'killed', 'SIGKILL');
-    }, this.settings.SERVICE_READY_TIMEOUT);
+    slot.readyTimer = this.readyDeadline(slot);
     this.log.debug('worker forked', { worker: slot.id, worker_pid: slot.pid, purpose });
     return slot;
   }
@@ -474,6 +544,16 @@ export class Pool extends EventEmitter<PoolEvents> {
     const slot = this.slots.get(worker.id);
     if (!slot || !isWorkerMessage(msg)) return;
     switch (msg.t) {
+      case 'standby':
+        if (slot.state !== 'starting' || slot.purpose !== 'spare') return;
+        clearTimeout(slot.readyTimer);
+        slot.state = 'standby';
+        this.log.debug('spare worker on standby', {
+          worker: slot.id,
+          worker_pid: slot.pid,
+          ms: Date.now() - slot.forkedAt,
+        });
+        return;
       case 'ready':
         if (slot.state !== 'starting') return;
         clearTimeout(slot.readyTimer);
@@ -492,6 +572,7 @@ export class Pool extends EventEmitter<PoolEvents> {
             `ready: ${this.readyCount()}/${this.desired} workers on ${this.settings.SERVICE_HOST}:${this.settings.SERVICE_PORT}`,
           );
           this.emit('ready', this.readyCount());
+          this.ensureSpares();
         }
         return;
       case 'boot-error':
@@ -548,6 +629,10 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.settle(slot, 'failed');
     this.emit('workers', this.readyCount());
 
+    if (slot.purpose === 'spare' && this.phase !== 'stopping') {
+      this.onSpareExit(slot, desc, meta);
+      return;
+    }
     if (this.phase === 'stopping') {
       const clean = slot.retired === 'stop' && code === 0;
       if (slot.retired === 'stop' && !clean) this.exitCode = this.exitCode || 1;
@@ -597,5 +682,23 @@ export class Pool extends EventEmitter<PoolEvents> {
       if (this.phase !== 'stopping') this.spawn('replace');
     }, d.delayMs);
     this.restartTimers.add(t);
+  }
+
+  /** A spare ended before it was needed: expected after a reload, else counted and replaced. */
+  private onSpareExit(slot: Slot, desc: string, meta: Record<string, unknown>): void {
+    if (slot.retired) {
+      this.log.debug(`spare worker ${slot.id} ${desc}`, meta);
+      return;
+    }
+    this.spareFailures++;
+    const why = slot.state === 'standby' ? desc : `failed to boot: ${slot.bootError ?? desc}`;
+    if (this.spareFailures > 3) {
+      this.log.error(`spare worker ${slot.id} ${why}; no more spares until the next reload`, meta);
+      return;
+    }
+    this.log.warn(`spare worker ${slot.id} ${why}; forking another`, meta);
+    clearTimeout(this.spareTimer);
+    this.spareTimer = setTimeout(() => this.ensureSpares(), 500 * 2 ** this.spareFailures);
+    this.spareTimer.unref();
   }
 }

@@ -261,11 +261,11 @@ export function startClusterMetrics({
   });
   new Gauge({
     name: 'astron_agent_worker_processes',
-    help: 'Worker processes alive, by state (starting, ready, draining)',
+    help: 'Worker processes alive, by state (starting, standby, ready, draining)',
     labelNames: ['state'],
     registers: [registry],
     collect() {
-      const by: Record<string, number> = { starting: 0, ready: 0, draining: 0 };
+      const by: Record<string, number> = { starting: 0, standby: 0, ready: 0, draining: 0 };
       for (const w of pool.workers()) by[w.state] = (by[w.state] ?? 0) + 1;
       for (const [state, n] of Object.entries(by)) this.set({ state }, n);
     },
@@ -323,7 +323,7 @@ export function startClusterMetrics({
   const targets = (): ScrapeTarget[] => {
     const out: ScrapeTarget[] = [];
     for (const w of pool.workers()) {
-      if (w.state === 'starting') continue;
+      if (w.state === 'starting' || w.state === 'standby') continue;
       const worker = cluster.workers?.[w.id];
       if (!worker || !worker.isConnected()) continue;
       out.push({ id: w.id, send: (msg) => worker.send(msg, undefined, undefined, ignore) });

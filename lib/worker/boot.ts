@@ -83,6 +83,21 @@ export async function bootWorker(): Promise<void> {
   logger.debug('chat service ready', { keys: deps.chat.keys.kind });
   const http = createHttpService(deps);
 
+  // A spare (warm standby) worker stops here, fully initialised, until the primary needs it:
+  // replacing a crashed worker then costs a listen, not a Node start-up and its imports.
+  if (process.env.AGENT_WORKER_SPARE === '1') {
+    await new Promise<void>((resolve) => {
+      const onMessage = (m: unknown) => {
+        if (!isPrimaryMessage(m) || m.t !== 'activate') return;
+        process.off('message', onMessage);
+        resolve();
+      };
+      process.on('message', onMessage);
+      send({ t: 'standby' });
+    });
+    deps.startedAt = Date.now();
+  }
+
   await new Promise<void>((resolve, reject) => {
     http.server.once('error', reject);
     http.server.listen(settings.SERVICE_PORT, settings.SERVICE_HOST, () => {

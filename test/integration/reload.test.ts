@@ -74,7 +74,8 @@ describe('rolling reload', function () {
       const report = await loadDone;
       expect(report.failed).to.equal(0);
       expect(svc.readyWorkerPids().sort()).to.deep.equal(before);
-      expect([...report.pids.keys()].sort()).to.deep.equal(before);
+      // Only old workers answered (with SERVICE_SCHEDULING=none the kernel may favour one).
+      for (const pid of report.pids.keys()) expect(before).to.include(pid);
       expect(svc.proc.exitCode).to.equal(null);
       // Fix the file: the next reload goes through.
       writeFileSync(join(svc.cwd, 'config.env'), 'SERVICE_NAME=c\n');
