@@ -4,7 +4,7 @@
 // open streams on 2 workers (errors counted, memory per open stream from the workers' RSS).
 // The fake upstream runs in its own process; the client is this process. Bounded in time.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { createBot } from '../support/chat.js';
@@ -19,21 +19,6 @@ interface Sample {
   ttft: number;
   total: number;
   ok: boolean;
-}
-
-/** The worker processes: children of the primary. */
-function childrenOf(ppid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
 }
 
 /** CPU time (user + system) of a process in ms. */
@@ -135,7 +120,8 @@ const bench: Bench = {
     try {
       await svc.waitReady();
       await sleep(1000);
-      const pids = childrenOf(svc.proc.pid!);
+      // Serving workers only (the warm spare is a child too, but holds no streams).
+      const pids = svc.readyWorkerPids();
       if (pids.length !== 2) throw new Error(`expected 2 workers, found ${pids.length}`);
       const api = `http://127.0.0.1:${upstream.port}/v1`;
       const app = 'bench_app';

@@ -46,6 +46,46 @@ export function sidsFor(deps: AppDeps): SidGenerator {
   );
 }
 
+/**
+ * Runs a request validator; on a validation error answers the 40002 body (HTTP 200), on an
+ * undecodable body a 4xx JSON error, and returns undefined. Shared by both chat endpoints.
+ */
+export function validateOrAnswer<T>(
+  req: Request,
+  res: Response,
+  sid: string,
+  validate: (
+    body: { raw: Buffer | undefined; contentType: string | undefined },
+    headers: ReturnType<typeof headerEntries>,
+  ) => T,
+): T | undefined {
+  try {
+    return validate(
+      { raw: req.body as Buffer | undefined, contentType: req.headers['content-type'] },
+      headerEntries(req.headers),
+    );
+  } catch (err) {
+    if (err instanceof RequestValidationError) {
+      res.status(200).json(validationBody(err, sid));
+      return undefined;
+    }
+    if (err instanceof BodyDecodeError) {
+      res.status(err.status).json({ detail: err.message });
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+/** An AbortController aborted when the client goes away before the answer is finished. */
+export function abortOnClose(res: Response): AbortController {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller;
+}
+
 export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
   const chat = deps.chat;
   const sids = sidsFor(deps);
@@ -53,28 +93,9 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
 
   const handler = async (req: Request, res: Response): Promise<void> => {
     const sid = sids.next();
-    let parsed: ReturnType<typeof validateCompletion>;
-    try {
-      parsed = validateCompletion(
-        { raw: req.body as Buffer | undefined, contentType: req.headers['content-type'] },
-        headerEntries(req.headers),
-      );
-    } catch (err) {
-      if (err instanceof RequestValidationError) {
-        res.status(200).json(validationBody(err, sid));
-        return;
-      }
-      if (err instanceof BodyDecodeError) {
-        res.status(err.status).json({ detail: err.message });
-        return;
-      }
-      throw err;
-    }
-
-    const controller = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
+    const parsed = validateOrAnswer(req, res, sid, validateCompletion);
+    if (!parsed) return;
+    const controller = abortOnClose(res);
     const request = { sid, appId: parsed.appId, inputs: parsed.inputs };
 
     if (parsed.inputs.stream) {

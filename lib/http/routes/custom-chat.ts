@@ -7,11 +7,9 @@
 import express, { Router, type Request, type Response } from 'express';
 import { sseFrame, SSE_DONE, type ChatChunk } from '../../agent/chunks.js';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
-import { headerEntries } from '../../agent/request.js';
 import type { ChatService } from '../../agent/service.js';
 import type { AppDeps } from '../deps.js';
-import { BodyDecodeError, RequestValidationError, validationBody } from '../validation.js';
-import { sidsFor, writeWithBackpressure } from './chat.js';
+import { abortOnClose, sidsFor, validateOrAnswer, writeWithBackpressure } from './chat.js';
 
 export const CUSTOM_CHAT_PATH = '/agent/v1/custom/chat/completions';
 
@@ -30,28 +28,9 @@ export function customChatRouter(
 
   const handler = async (req: Request, res: Response): Promise<void> => {
     const sid = sids.next();
-    let parsed: ReturnType<typeof validateCustomCompletion>;
-    try {
-      parsed = validateCustomCompletion(
-        { raw: req.body as Buffer | undefined, contentType: req.headers['content-type'] },
-        headerEntries(req.headers),
-      );
-    } catch (err) {
-      if (err instanceof RequestValidationError) {
-        res.status(200).json(validationBody(err, sid));
-        return;
-      }
-      if (err instanceof BodyDecodeError) {
-        res.status(err.status).json({ detail: err.message });
-        return;
-      }
-      throw err;
-    }
-
-    const controller = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
+    const parsed = validateOrAnswer(req, res, sid, validateCustomCompletion);
+    if (!parsed) return;
+    const controller = abortOnClose(res);
     const { appId, inputs } = parsed;
     res.writeHead(200, CUSTOM_STREAM_HEADERS);
     res.flushHeaders();
