@@ -89,11 +89,28 @@ describe('CLI and configuration', function () {
     expect(r.code).to.equal(0);
     expect(r.stdout + r.stderr).not.to.contain(secret);
     const start = await runCli({
-      env: { SERVICE_PORT: '99999', SERVICE_WORKERS: 'x' },
+      env: { SERVICE_PORT: '99999', SERVICE_WORKERS: 'x', MYSQL_PASSWORD: secret },
       configText: `${secret}\n`,
     });
     expect(start.code).to.equal(2);
     expect(start.stdout + start.stderr).not.to.contain(secret);
+  });
+
+  it('secret settings are masked in `config` and in the start banner of a running service', async () => {
+    const secret = 'PLANTED-secret-value-42';
+    const env = { APP_AUTH_SECRET: secret, APP_AUTH_API_KEY: secret, REDIS_PASSWORD: secret };
+    const cfg = await runCli({ args: ['config'], env });
+    expect(cfg.code).to.equal(0);
+    expect(cfg.stdout).to.match(/APP_AUTH_SECRET\s+= \*\*\*/);
+    expect(cfg.stdout + cfg.stderr).not.to.contain(secret);
+    const svc = await startService({ env });
+    try {
+      await svc.waitReady();
+      expect(svc.logs.some((l) => typeof l.settings === 'object')).to.equal(true);
+    } finally {
+      await svc.stop();
+    }
+    expect(svc.output).not.to.contain(secret);
   });
 
   it('SERVICE_WORKERS=auto is accepted', async () => {
