@@ -226,6 +226,30 @@ describe('metrics: one cluster-wide Prometheus view', function () {
     expect(svc.readyWorkerPids()).to.include(victim);
   });
 
+  it("one worker's event loop blocked (busy) for 3 s: a scrape answers within 1.5 s with missing gauge 1", async () => {
+    svc = await startService({ env: { SERVICE_WORKERS: '2', AGENT_TEST_HOOKS: '1' } });
+    await svc.waitReady();
+    await hit(svc.port, '/health', 50);
+    const before = await scrape(svc.port);
+    // A busy loop in whichever worker takes this request: its event loop answers nothing.
+    const blocked = request(svc.port, '/__test/block?ms=3000').then(
+      (r) => JSON.parse(r.body) as { pid: number },
+    );
+    await sleep(200);
+    const t0 = Date.now();
+    const during = await scrape(svc.port);
+    const took = Date.now() - t0;
+    expect(took, 'scrape latency with a blocked worker').to.be.lessThan(1500);
+    expect(during.value('astron_agent_metrics_missing_workers')).to.equal(1);
+    expect(decreases(before, during)).to.deep.equal([]);
+    const { pid } = await blocked;
+    expect(svc.readyWorkerPids()).to.include(pid);
+    await sleep(100);
+    const after = await scrape(svc.port);
+    expect(after.value('astron_agent_metrics_missing_workers')).to.equal(0);
+    expect(decreases(during, after)).to.deep.equal([]);
+  });
+
   it('METRICS_PORT serves the same from the primary; METRICS_TOKEN requires a bearer token on both ports', async () => {
     const metricsPort = await freePort();
     const token = 'tok-PLANTED-9f8e7d';
