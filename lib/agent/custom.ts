@@ -7,17 +7,12 @@ import {
   any,
   bool,
   dict,
-  fail,
   int,
-  isJsonContentType,
   isPlainObject,
   list,
   model,
   optional,
-  parseJson,
   str,
-  validateBody,
-  validateParams,
   type Infer,
   type Schema,
 } from '../http/validation.js';
@@ -36,7 +31,7 @@ import {
   type PluginRequest,
   type PluginSettings,
 } from './plugins/index.js';
-import { APP_ID_HEADER, checkMessages, type BodyInput } from './request.js';
+import { validateChatRequest, type BodyInput } from './request.js';
 import { chatRunner } from './runners/chat.js';
 import { reactRunner } from './runners/react.js';
 import type { RunContext, Runner, RunnerInputs } from './runners/types.js';
@@ -113,35 +108,12 @@ export const customCompletionSchema = model({
 
 export type CustomCompletionInputs = Infer<typeof customCompletionSchema>;
 
-const headerSchema = model({ [APP_ID_HEADER]: str() });
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * Validates a custom request in the original's order: JSON decoding, the message-list checks,
- * the header, then the body fields. Throws RequestValidationError (40002) or BodyDecodeError.
- */
+/** The /custom/chat/completions request (spec 3.2, 3.4). */
 export function validateCustomCompletion(
   body: BodyInput,
   headers: Iterable<[string, string]>,
 ): { appId: string; inputs: CustomCompletionInputs } {
-  let value: unknown;
-  if ('parsed' in body) value = body.parsed;
-  else if (body.raw !== undefined && body.raw.length > 0) {
-    if (isJsonContentType(body.contentType)) {
-      let text: string | undefined;
-      try {
-        text = utf8.decode(body.raw);
-      } catch {
-        validateBody(any(), body.raw, body.contentType); // throws BodyDecodeError (HTTP 400)
-      }
-      value = parseJson(text ?? '', ['body']);
-    } else value = body.raw;
-  }
-  if (isPlainObject(value)) checkMessages(value.messages);
-  const header = validateParams(headerSchema, 'header', headers);
-  if (value === undefined || value === null) fail('missing', ['body'], 'Field required');
-  const inputs = customCompletionSchema.check(value, ['body']);
-  return { appId: header[APP_ID_HEADER], inputs };
+  return validateChatRequest(customCompletionSchema, body, headers);
 }
 
 // ---- build and run -----------------------------------------------------------------------------

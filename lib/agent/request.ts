@@ -14,6 +14,7 @@ import {
   str,
   validateBody,
   validateParams,
+  type Schema,
   type Infer,
 } from '../http/validation.js';
 
@@ -80,13 +81,15 @@ export type BodyInput =
   { raw: Buffer | undefined; contentType: string | undefined } | { parsed: unknown };
 
 /**
- * Validates a chat request in the original's order: JSON decoding, the message-list checks,
- * the header, then the body fields. Throws RequestValidationError (40002) or BodyDecodeError.
+ * Validates a chat-style request in the original's order: JSON decoding, the message-list
+ * checks, the header, then the body fields against `schema`. Throws RequestValidationError
+ * (40002) or BodyDecodeError. Shared by /chat/completions and /custom/chat/completions.
  */
-export function validateCompletion(
+export function validateChatRequest<T>(
+  schema: Schema<T>,
   body: BodyInput,
   headers: Iterable<[string, string]>,
-): { appId: string; inputs: CompletionInputs } {
+): { appId: string; inputs: T } {
   let value: unknown;
   if ('parsed' in body) value = body.parsed;
   else if (body.raw !== undefined && body.raw.length > 0) {
@@ -105,8 +108,16 @@ export function validateCompletion(
   if (isPlainObject(value)) checkMessages(value.messages);
   const header = validateParams(headerSchema, 'header', headers);
   if (value === undefined || value === null) fail('missing', ['body'], 'Field required');
-  const inputs = completionSchema.check(value, ['body']);
+  const inputs = schema.check(value, ['body']);
   return { appId: header[APP_ID_HEADER], inputs };
+}
+
+/** The /chat/completions request (spec 3.1, 3.4). */
+export function validateCompletion(
+  body: BodyInput,
+  headers: Iterable<[string, string]>,
+): { appId: string; inputs: CompletionInputs } {
+  return validateChatRequest(completionSchema, body, headers);
 }
 
 /** Node's header object as name/value pairs (a repeated header's values joined, as Starlette's last wins is not reachable here). */
