@@ -2,6 +2,14 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { AppDeps } from './deps.js';
 
+/** 405 with an Allow header, FastAPI's body: for `.all()` after a route's methods. */
+export function methodNotAllowed(allow: string) {
+  return (_req: Request, res: Response): void => {
+    res.setHeader('Allow', allow);
+    res.status(405).json({ detail: 'Method Not Allowed' });
+  };
+}
+
 export function notFound(_req: Request, res: Response): void {
   res.status(404).json({ detail: 'Not Found' });
 }

@@ -18,6 +18,7 @@ import {
   validateParams,
   validationBody,
 } from '../validation.js';
+import { methodNotAllowed } from '../errors.js';
 
 export const BOT_CONFIG_PATH = '/agent/v1/bot-config';
 
@@ -135,9 +136,6 @@ export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router 
         return null;
       }),
     )
-    .all((_req, res) => {
-      res.setHeader('Allow', 'GET, POST, PUT, DELETE');
-      res.status(405).json({ detail: 'Method Not Allowed' });
-    });
+    .all(methodNotAllowed('GET, POST, PUT, DELETE'));
   return router;
 }

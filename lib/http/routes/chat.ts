@@ -10,6 +10,7 @@ import type { ChatService } from '../../agent/service.js';
 import { SidGenerator } from '../../agent/sid.js';
 import type { AppDeps } from '../deps.js';
 import { BodyDecodeError, RequestValidationError, validationBody } from '../validation.js';
+import { methodNotAllowed } from '../errors.js';
 
 export const CHAT_PATH = '/agent/v1/chat/completions';
 
@@ -118,12 +119,6 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
   };
 
   const router = Router();
-  router
-    .route('/')
-    .post(readBody, handler)
-    .all((_req, res) => {
-      res.setHeader('Allow', 'POST');
-      res.status(405).json({ detail: 'Method Not Allowed' });
-    });
+  router.route('/').post(readBody, handler).all(methodNotAllowed('POST'));
   return router;
 }

@@ -10,6 +10,7 @@ import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agen
 import type { ChatService } from '../../agent/service.js';
 import type { AppDeps } from '../deps.js';
 import { abortOnClose, sidsFor, validateOrAnswer, writeWithBackpressure } from './chat.js';
+import { methodNotAllowed } from '../errors.js';
 
 export const CUSTOM_CHAT_PATH = '/agent/v1/custom/chat/completions';
 
@@ -49,12 +50,6 @@ export function customChatRouter(
   };
 
   const router = Router();
-  router
-    .route('/')
-    .post(readBody, handler)
-    .all((_req, res) => {
-      res.setHeader('Allow', 'POST');
-      res.status(405).json({ detail: 'Method Not Allowed' });
-    });
+  router.route('/').post(readBody, handler).all(methodNotAllowed('POST'));
   return router;
 }
