@@ -49,6 +49,21 @@ CREATE UNIQUE INDEX IF NOT EXISTS uniq_bot_id ON bot_config (bot_id);
 CREATE INDEX IF NOT EXISTS union_app_bot ON bot_config (app_id, bot_id);
 `;
 
+/** Runs `fn`, again after a short pause while it fails with SQLITE_BUSY, for up to `budgetMs`. */
+async function retryWhileBusy(budgetMs: number, fn: () => void): Promise<void> {
+  const deadline = Date.now() + budgetMs;
+  for (;;) {
+    try {
+      fn();
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (!code?.startsWith('SQLITE_BUSY') || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+    }
+  }
+}
+
 const COLS = ['app_id', 'bot_id', ...JSON_COLUMNS].join(', ');
 
 export class SqliteBotStore implements BotStore {
@@ -80,13 +95,20 @@ export class SqliteBotStore implements BotStore {
     const { default: Database } = await import('better-sqlite3');
     const file = opts.path === ':memory:' ? opts.path : resolve(opts.path);
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
-    const db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5000 });
+    const busyMs = opts.busyTimeoutMs ?? 5000;
+    const db = new Database(file, { timeout: busyMs });
     try {
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      // IF NOT EXISTS in one immediate transaction: workers starting together take turns on the
-      // file's write lock, and the ones after the first find the table there.
-      db.transaction(() => db.exec(SCHEMA)).immediate();
+      // Workers starting together on a fresh file race for its set-up. Switching a new file to
+      // WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once, without its busy
+      // wait, where waiting could deadlock: so the set-up is retried here, for as long as the
+      // busy timeout, with short randomised pauses.
+      await retryWhileBusy(busyMs, () => {
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = NORMAL');
+        // IF NOT EXISTS in one immediate transaction: workers take turns on the write lock, and
+        // the ones after the first find the table there.
+        db.transaction(() => db.exec(SCHEMA)).immediate();
+      });
       const store = new SqliteBotStore(db);
       opts.logger.debug('bot config store: sqlite', { path: file });
       return store;

@@ -1,9 +1,11 @@
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { AgentError } from '../../lib/agent/errors.js';
 import { validateSettings } from '../../lib/config/settings.js';
 import { createApp } from '../../lib/http/app.js';
@@ -23,6 +25,7 @@ import { Snowflake } from '../../lib/store/snowflake.js';
 import { SqliteBotStore } from '../../lib/store/sqlite.js';
 import type { BotStore } from '../../lib/store/types.js';
 import { createLogger } from '../../lib/telemetry/logger.js';
+import { ROOT } from '../support/service.js';
 
 const logger = createLogger({ role: 'cli', level: 'error', format: 'json' });
 const cfg = (app: string, bot: string, over: Record<string, unknown> = {}): BotConfig =>
@@ -168,6 +171,49 @@ describe('SqliteBotStore on a file shared by several connections', () => {
       await s1.close();
       await s2.close();
     }
+  });
+  it('several processes opening one fresh file at the same moment all start (no SQLITE_BUSY)', async function () {
+    // Workers of a first `start` open the file together. Switching a fresh file to WAL answers
+    // SQLITE_BUSY without SQLite's busy wait when another connection is doing the same, which
+    // once failed a worker's boot. 8 processes open 40 fresh files, each file at the same
+    // moment in every process (a rare race: about 1 open in 60 failed before the fix).
+    this.timeout(120_000);
+    const mod = pathToFileURL(join(ROOT, 'dist', 'lib', 'store', 'sqlite.js')).href;
+    const script = `
+      const { SqliteBotStore } = await import(${JSON.stringify(mod)});
+      await import('better-sqlite3'); // loaded before the first open, as in a worker
+      const [dir, at, files] = process.argv.slice(1);
+      const logger = { debug() {}, info() {}, warn() {}, error() {} };
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      const failures = [];
+      for (let k = 0; k < Number(files); k++) {
+        const t = Number(at) + k * 40;
+        if (t - Date.now() > 2) Atomics.wait(nap, 0, 0, t - Date.now() - 2);
+        while (Date.now() < t) {}
+        try {
+          const s = await SqliteBotStore.open({ path: dir + '/' + k + '.db', logger });
+          await s.close();
+        } catch (e) {
+          failures.push(k + ': ' + e.code + ' ' + e.message);
+        }
+      }
+      console.log(JSON.stringify(failures));`;
+    const dir = mkdtempSync(join(tmpdir(), 'astron-sqlite-race-'));
+    const at = String(Date.now() + 1500);
+    const runs = Array.from(
+      { length: 8 },
+      () =>
+        new Promise<string[]>((resolve) => {
+          execFile(
+            process.execPath,
+            ['--input-type=module', '-e', script, dir, at, '40'],
+            { timeout: 60_000, cwd: ROOT },
+            (err, stdout) =>
+              resolve(err ? [`exit: ${err.message}`] : (JSON.parse(stdout) as string[])),
+          );
+        }),
+    );
+    expect((await Promise.all(runs)).flat()).to.deep.equal([]);
   });
 });
 
