@@ -63,8 +63,6 @@ export interface ChatService {
   /** Chat runs in progress in this worker. */
   open(): number;
   readonly keys: KeyResolver;
-  /** Loads the LLM client library (after the worker is ready: out of the start-up path). */
-  preload(): Promise<unknown>;
 }
 
 export interface ChatServiceDeps extends PipelineDeps {
@@ -159,7 +157,6 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
   return {
     keys: deps.keys,
     open: () => open,
-    preload: () => deps.llm.preload?.() ?? Promise.resolve(),
     run,
     completions(req, signal, emit) {
       const { inputs } = req;

@@ -150,9 +150,6 @@ export async function bootWorker(): Promise<void> {
   // The metrics registry (prom-client) and the OTLP SDK load after ready: out of the start-up path.
   const metrics = deps.metrics;
   void metrics?.init();
-  void deps.chat
-    .preload()
-    .catch((err: unknown) => logger.error('LLM client library did not load', { err }));
   if (push && metrics) {
     otlp = import('../telemetry/otlp.js').then(
       (m) => m.startOtlp({ settings, metrics, logger }),

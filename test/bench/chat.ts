@@ -1,12 +1,20 @@
 // Issue 6 figures: time to first token and total time of a 50-chunk stream through the agent
 // (POST /agent/v1/chat/completions, stream:true, 2 workers) against calling the fake upstream
 // directly, in the same run, interleaved, at 1 and 50 concurrent streams; then 1000 concurrent
-// open streams on 2 workers (errors counted, memory per open stream from the workers' RSS).
+// open streams on 2 workers (errors counted, memory per open stream from the workers' RSS); then
+// the LLM client alone, ours (node:http + eventsource-parser) against the openai SDK.
 // The fake upstream runs in its own process; the client is this process. Bounded in time.
+//
+// 50 concurrent streams are measured twice. "steady": the 50 client loops start spread over one
+// stream's length, so that 50 streams are open at any moment and new ones arrive evenly, as with
+// streams of varied lengths. "burst": the 50 loops start at the same instant; as every stream
+// lasts the same second, each new wave of 50 requests then arrives at once (a thundering herd:
+// 25 requests queued on each worker's event loop at the same moment).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
+import { LlmClient } from '../../lib/agent/llm.js';
 import { createBot } from '../support/chat.js';
 import { freePort, ROOT, sleep, startService } from '../support/service.js';
 import { fmt, percentile, type Bench } from './lib.js';
@@ -92,12 +100,18 @@ function stream(
   });
 }
 
-/** `n` streams, `c` at a time. */
-async function batch(n: number, c: number, one: () => Promise<Sample>): Promise<Sample[]> {
+/** `n` streams, `c` at a time; the `c` loops start spread over `spreadMs`. */
+async function batch(
+  n: number,
+  c: number,
+  one: () => Promise<Sample>,
+  spreadMs = 0,
+): Promise<Sample[]> {
   const out: Sample[] = [];
   let next = 0;
   await Promise.all(
-    Array.from({ length: c }, async () => {
+    Array.from({ length: c }, async (_, i) => {
+      if (spreadMs > 0) await sleep((i * spreadMs) / c);
       while (next < n) {
         next++;
         out.push(await one());
@@ -167,17 +181,18 @@ const bench: Bench = {
       console.log(
         `machine: ${process.env.BENCH_NOTE ?? 'shared 2-core machine (other jobs running)'}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
       );
-      for (const [c, n] of [
-        [1, 60],
-        [50, 600],
+      for (const [c, n, spread, label] of [
+        [1, 60, 0, '1 stream at a time'],
+        [50, 900, 1000, '50 concurrent streams, steady (starts spread over 1 s)'],
+        [50, 600, 0, '50 concurrent streams, burst (50 requests arriving at once)'],
       ] as const) {
         const d: Sample[] = [];
         const a: Sample[] = [];
         let workerCpu = 0;
         for (let round = 0; round < 3; round++) {
-          d.push(...(await batch(Math.round(n / 3), c, direct(PACED))));
+          d.push(...(await batch(Math.round(n / 3), c, direct(PACED), spread)));
           const c0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
-          a.push(...(await batch(Math.round(n / 3), c, viaAgent('bench_paced'))));
+          a.push(...(await batch(Math.round(n / 3), c, viaAgent('bench_paced'), spread)));
           workerCpu += pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - c0;
         }
         const bad = d.filter((s) => !s.ok).length + a.filter((s) => !s.ok).length;
@@ -187,7 +202,7 @@ const bench: Bench = {
             q,
           );
         console.log(
-          `\n${c} concurrent stream(s), ${a.length} streams each way, 3 interleaved rounds, errors: ${bad}`,
+          `\n${label}: ${a.length} streams each way, 3 interleaved rounds, errors: ${bad}`,
         );
         console.log('                      TTFT p50   TTFT p99   total p50   total p99   (ms)');
         for (const [name, xs] of [
@@ -253,12 +268,76 @@ const bench: Bench = {
         `  memory per open stream: ${perStream(grown)} KB upper bound (max RSS growth of both workers, garbage included, / ${openPeak} open); ${perStream(added)} KB from the RSS sampled at that moment`,
       );
       agent.destroy();
+
+      await compareClients(api);
     } finally {
       await svc.stop();
       upstream.proc.kill('SIGTERM');
     }
   },
 };
+
+/**
+ * The LLM client alone, in this process: ours against the openai SDK (which it replaced), side
+ * by side in interleaved rounds, on the fake upstream's unpaced 50-chunk stream: time to the
+ * first delta and this process's CPU time per stream.
+ */
+async function compareClients(api: string): Promise<void> {
+  const { default: OpenAI } = await import('openai');
+  const sdk = new OpenAI({ baseURL: api, apiKey: 'sk-test', maxRetries: 0, timeout: 60_000 });
+  const ours = new LlmClient({ timeoutMs: 60_000, maxRetries: 0 });
+  const messages = [{ role: 'user' as const, content: 'count' }];
+  const model = 'chunks-50';
+  const clients: Record<string, () => AsyncIterable<string>> = {
+    'openai SDK': async function* () {
+      const stream = await sdk.chat.completions.create({ model, messages, stream: true });
+      for await (const chunk of stream) {
+        const text = chunk.choices[0]?.delta?.content;
+        if (text) yield text;
+      }
+    },
+    'ours (node:http + eventsource-parser)': async function* () {
+      const signal = new AbortController().signal;
+      for await (const d of ours.stream({ domain: model, api, key: 'sk-test' }, messages, signal))
+        if (d.content) yield d.content;
+    },
+  };
+  const timed = async (make: () => AsyncIterable<string>): Promise<Sample> => {
+    const t0 = performance.now();
+    let ttft = NaN;
+    let n = 0;
+    for await (const _ of make()) {
+      if (n++ === 0) ttft = performance.now() - t0;
+    }
+    return { ttft, total: performance.now() - t0, ok: n === 50 };
+  };
+  const stats: Record<string, { samples: Sample[]; cpuUs: number }> = {};
+  for (const name of Object.keys(clients)) await batch(100, 10, () => timed(clients[name]!)); // warm-up
+  for (let round = 0; round < 3; round++) {
+    for (const [name, make] of Object.entries(clients)) {
+      const st = (stats[name] ??= { samples: [], cpuUs: 0 });
+      const c0 = process.cpuUsage();
+      st.samples.push(...(await batch(300, 10, () => timed(make))));
+      const c = process.cpuUsage(c0);
+      st.cpuUs += c.user + c.system;
+    }
+  }
+  console.log(
+    '\nLLM client alone (this process), unpaced 50-chunk stream, 10 at a time, 900 streams each:',
+  );
+  console.log('                                          first delta p50   p99   CPU per stream');
+  for (const [name, st] of Object.entries(stats)) {
+    const bad = st.samples.filter((x) => !x.ok).length;
+    const t = st.samples.map((x) => x.ttft);
+    console.log(
+      `  ${name.padEnd(38)} ${fmt(p(t, 50), 2).padStart(10)} ms ${fmt(p(t, 99), 2).padStart(5)} ms ${fmt(st.cpuUs / 1000 / st.samples.length, 3).padStart(8)} ms${bad ? ` (${bad} incomplete)` : ''}`,
+    );
+  }
+  const [a, b] = Object.values(stats);
+  console.log(
+    `  CPU per stream, ours / SDK: ${fmt(b!.cpuUs / b!.samples.length / (a!.cpuUs / a!.samples.length), 2)}`,
+  );
+}
 
 async function scrape(port: number): Promise<string | undefined> {
   return await new Promise((resolve) => {

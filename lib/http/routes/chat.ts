@@ -35,6 +35,27 @@ export function writeWithBackpressure(res: Response, text: string): void | Promi
   });
 }
 
+/**
+ * The SSE writer of a chat response: one frame per chunk, with back-pressure. Frames written in
+ * the same turn of the event loop (several upstream chunks read at once) leave in one write
+ * (corked until the turn's callbacks are done): no delay, fewer system calls.
+ */
+export function sseEmitter(res: Response): (c: ChatChunk) => void | Promise<void> {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    res.uncork();
+  };
+  return (c) => {
+    if (!corked && !res.destroyed) {
+      corked = true;
+      res.cork();
+      process.nextTick(uncork);
+    }
+    return writeWithBackpressure(res, sseFrame(c));
+  };
+}
+
 export function sidsFor(deps: AppDeps): SidGenerator {
   return (
     deps.sid ??
@@ -102,8 +123,7 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
     if (parsed.inputs.stream) {
       res.writeHead(200, SSE_HEADERS);
       res.flushHeaders();
-      const emit = (c: ChatChunk) => writeWithBackpressure(res, sseFrame(c));
-      const outcome = await chat.completions(request, controller.signal, emit);
+      const outcome = await chat.completions(request, controller.signal, sseEmitter(res));
       if (outcome.aborted) {
         if (!res.destroyed) res.destroy();
         return;

@@ -5,11 +5,11 @@
 // `data: [DONE]`. The workflow engine reads it line by line until `finish_reason: "stop"`.
 // A client that goes away aborts the run, its plugin calls and the upstream LLM request.
 import express, { Router, type Request, type Response } from 'express';
-import { sseFrame, SSE_DONE, type ChatChunk } from '../../agent/chunks.js';
+import { SSE_DONE } from '../../agent/chunks.js';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
 import type { ChatService } from '../../agent/service.js';
 import type { AppDeps } from '../deps.js';
-import { abortOnClose, sidsFor, validateOrAnswer, writeWithBackpressure } from './chat.js';
+import { abortOnClose, sidsFor, sseEmitter, validateOrAnswer } from './chat.js';
 import { methodNotAllowed } from '../errors.js';
 
 export const CUSTOM_CHAT_PATH = '/agent/v1/custom/chat/completions';
@@ -35,7 +35,7 @@ export function customChatRouter(
     const { appId, inputs } = parsed;
     res.writeHead(200, CUSTOM_STREAM_HEADERS);
     res.flushHeaders();
-    const emit = (c: ChatChunk) => writeWithBackpressure(res, sseFrame(c));
+    const emit = sseEmitter(res);
     const outcome = await chat.run(
       { sid, appId, uid: inputs.uid, caller: inputs.meta_data.caller },
       controller.signal,
