@@ -203,9 +203,16 @@ function send(
       detach();
       reject(err);
     });
+    let answered = false;
     req.once('response', (res) => {
+      answered = true;
       res.once('close', detach);
       resolve({ res, req });
+    });
+    // Closed with neither a response nor an error (a promise must never be left pending).
+    req.once('close', () => {
+      detach();
+      if (!answered) reject(new Error('the request closed before a response'));
     });
     req.end(body);
   });
