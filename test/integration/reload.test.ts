@@ -301,6 +301,13 @@ describe('scaling and hung workers', function () {
     expect(line.worker_pid).to.equal(grown.pid);
     const report = await loadDone;
     expect(report.failed, report.errors.slice(0, 5).join(', ')).to.equal(0);
+    // The load stops when the old worker has exited, or after 10x its total: on a slow machine
+    // the drain can outlast it, so wait for the exit before looking at the pool.
+    await svc.waitForLog(
+      (l) => l.worker_pid === grown.pid && /\(recycle\)$/.test(l.message ?? ''),
+      20000,
+      mark,
+    );
     expect(svc.readyWorkerPids()).to.have.length(2);
     expect(svc.readyWorkerPids()).not.to.include(grown.pid);
   });
