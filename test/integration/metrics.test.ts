@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { decreases, Exposition } from '../support/prometheus.js';
 import {
   freePort,
+  hitHealth,
   request,
   runCli,
   sleep,
@@ -136,10 +137,10 @@ describe('metrics: one cluster-wide Prometheus view', function () {
   it('kill -9 of a worker: no counter decreases; the crash is counted', async () => {
     svc = await startService({ env: { SERVICE_WORKERS: '2' } });
     await svc.waitReady();
-    const pids = await hit(svc.port, '/health', 100);
+    const { pids, sent } = await hitHealth(svc.port, 100, 2);
     expect(pids.size).to.equal(2);
     const before = await scrape(svc.port);
-    expect(health(before)).to.equal(100);
+    expect(health(before)).to.equal(sent);
 
     const [victim] = svc.readyWorkerPids();
     const mark = svc.logs.length;
@@ -147,7 +148,7 @@ describe('metrics: one cluster-wide Prometheus view', function () {
     await svc.waitForLog((l) => l.message === 'worker ready', 10000, mark);
     const after = await scrape(svc.port);
     expect(decreases(before, after)).to.deep.equal([]);
-    expect(health(after)).to.equal(100);
+    expect(health(after)).to.equal(sent);
     expect(after.value('astron_agent_worker_restarts_total', { reason: 'crash' })).to.equal(1);
     expect(after.value('astron_agent_metrics_departed_workers_total')).to.equal(1);
     expect(after.value('astron_agent_workers_ready')).to.equal(2);
@@ -155,7 +156,7 @@ describe('metrics: one cluster-wide Prometheus view', function () {
     await hit(svc.port, '/health', 50);
     const later = await scrape(svc.port);
     expect(decreases(after, later)).to.deep.equal([]);
-    expect(health(later)).to.equal(150);
+    expect(health(later)).to.equal(sent + 50);
   });
 
   it('rolling reload: counters carry over exactly (final snapshots); reload series', async () => {

@@ -194,6 +194,33 @@ export interface HttpResult {
   body: string;
 }
 
+/**
+ * GET /health `n` times on new connections, 10 at a time; then, while fewer than `workers`
+ * distinct workers have answered, 10 more at a time (10 s at most). Right after start a worker
+ * may still be loading its metrics modules (after ready), and the kernel then hands every new
+ * connection to the other one: tests that need both workers ask for them here.
+ */
+export async function hitHealth(
+  port: number,
+  n: number,
+  workers = 0,
+): Promise<{ pids: Map<number, number>; sent: number }> {
+  const pids = new Map<number, number>();
+  let sent = 0;
+  const until = Date.now() + 10_000;
+  while (sent < n || (pids.size < workers && Date.now() < until)) {
+    const batch = sent < n ? Math.min(10, n - sent) : 10;
+    const res = await Promise.all(Array.from({ length: batch }, () => request(port, '/health')));
+    sent += batch;
+    for (const r of res) {
+      if (r.status !== 200) throw new Error(`/health answered ${r.status}: ${r.body}`);
+      const pid = (JSON.parse(r.body) as { pid: number }).pid;
+      pids.set(pid, (pids.get(pid) ?? 0) + 1);
+    }
+  }
+  return { pids, sent };
+}
+
 export function request(
   port: number,
   path: string,
