@@ -19,6 +19,8 @@ export type Command =
 /** Why a worker was (re)started: decides what a failure to boot means. */
 type Purpose = 'boot' | 'replace' | 'reload' | 'scale' | 'recycle' | 'hung' | 'spare';
 /** Purposes a warm spare may serve (a reload needs the new code, so it always forks). */
+/** A stop signal this soon after the first is the same stop, repeated by a wrapper. */
+export const REPEATED_SIGNAL_MS = 500;
 const SPARE_SERVES: ReadonlySet<Purpose> = new Set(['replace', 'hung', 'scale', 'recycle']);
 export type RestartReason = 'crash' | 'hung' | 'memory' | 'requests' | 'reload';
 
@@ -81,6 +83,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   private desired: number;
   private phase: 'booting' | 'running' | 'stopping' = 'booting';
   private exitCode = 0;
+  /** When the stop began (performance.now()). */
+  private stopAt = 0;
   private readonly queue: Command[] = [];
   private running = false;
   private reloadQueued = false;
@@ -340,6 +344,15 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   private stop(force: boolean, signal?: string): void {
     if (this.phase === 'stopping') {
+      // A wrapper (npm/npx forwarding the Ctrl-C or SIGTERM its process group got, systemd's
+      // KillMode=control-group) repeats the signal within milliseconds: that is still one stop.
+      if (!force && signal && performance.now() - this.stopAt < REPEATED_SIGNAL_MS) {
+        this.log.info(
+          `repeated stop signal within ${REPEATED_SIGNAL_MS} ms ignored (a wrapper forwarding it); a later one forces a fast stop`,
+          { signal },
+        );
+        return;
+      }
       if (force || signal) {
         this.log.warn('second stop signal: forcing a fast stop', { signal });
         this.exitCode = this.exitCode || 1;
@@ -349,6 +362,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       return;
     }
     this.phase = 'stopping';
+    this.stopAt = performance.now();
     this.emit('stopping');
     this.log.info('stopping: draining workers', {
       signal,
@@ -380,6 +394,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       return;
     }
     this.phase = 'stopping';
+    this.stopAt = performance.now();
     this.emit('stopping');
     this.clearTimers();
     for (const s of this.slots.values()) this.kill(s, 'killed', 'SIGKILL');

@@ -218,12 +218,32 @@ describe('supervisor: graceful stop', function () {
       await sleep(200);
       const t0 = Date.now();
       svc.proc.kill('SIGTERM');
-      await sleep(200);
+      await sleep(700); // past the 500 ms in which a repeated signal is the same stop
       svc.proc.kill('SIGINT');
       const exit = await svc.exited;
       expect(Date.now() - t0).to.be.lessThan(3000);
       expect(exit.code).to.not.equal(0);
       expect(svc.output).to.contain('second stop signal');
+    } finally {
+      await svc.stop('SIGKILL');
+    }
+  });
+
+  it('a signal repeated within 500 ms (a wrapper forwarding it) is the same graceful stop', async () => {
+    const svc = await startService({ env: { SERVICE_WORKERS: '1', ...HOOKS } });
+    try {
+      await svc.waitReady();
+      const slow = request(svc.port, '/__test/sleep?ms=1500');
+      await sleep(200);
+      svc.proc.kill('SIGTERM');
+      await sleep(20);
+      svc.proc.kill('SIGTERM');
+      svc.proc.kill('SIGINT');
+      const exit = await svc.exited;
+      expect((await slow).status).to.equal(200);
+      expect(exit.code).to.equal(0);
+      expect(svc.output).to.contain('repeated stop signal within 500 ms ignored');
+      expect(svc.output).not.to.contain('second stop signal');
     } finally {
       await svc.stop('SIGKILL');
     }
