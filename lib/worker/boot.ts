@@ -26,6 +26,9 @@ function send(msg: WorkerToPrimary): void {
 }
 
 export async function bootWorker(): Promise<void> {
+  // Ctrl-C reaches the whole process group, this worker too, whether it is starting, a spare or
+  // serving: the primary coordinates the stop.
+  process.on('SIGINT', () => {});
   if (process.env.AGENT_TEST_HOOKS === '1' && process.env.AGENT_TEST_BOOT_FAIL === '1') {
     throw new Error('AGENT_TEST_BOOT_FAIL=1: this worker refuses to boot (test hook)');
   }
@@ -143,8 +146,6 @@ export async function bootWorker(): Promise<void> {
   });
   // systemd's control-group kill and `kill <worker>` send SIGTERM to workers directly.
   process.on('SIGTERM', () => void drain('stop', settings.SERVICE_GRACEFUL_TIMEOUT));
-  // Ctrl-C reaches the whole process group: the primary coordinates the stop.
-  process.on('SIGINT', () => {});
 
   send({ t: 'ready', host: settings.SERVICE_HOST, port: settings.SERVICE_PORT });
   // The metrics registry (prom-client) and the OTLP SDK load after ready: out of the start-up path.
