@@ -18,9 +18,9 @@ export type Command =
 
 /** Why a worker was (re)started: decides what a failure to boot means. */
 type Purpose = 'boot' | 'replace' | 'reload' | 'scale' | 'recycle' | 'hung' | 'spare';
-/** Purposes a warm spare may serve (a reload needs the new code, so it always forks). */
 /** A stop signal this soon after the first is the same stop, repeated by a wrapper. */
 export const REPEATED_SIGNAL_MS = 500;
+/** Purposes a warm spare may serve (a reload needs the new code, so it always forks). */
 const SPARE_SERVES: ReadonlySet<Purpose> = new Set(['replace', 'hung', 'scale', 'recycle']);
 export type RestartReason = 'crash' | 'hung' | 'memory' | 'requests' | 'reload';
 
