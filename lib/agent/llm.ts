@@ -182,6 +182,9 @@ interface Endpoint {
   options: http.RequestOptions;
 }
 
+/** A failed send; `staleSocket` when a reused keep-alive connection was found closed. */
+type SendError = Error & { staleSocket?: boolean };
+
 /** One upstream attempt's request: resolves with the response (any status). */
 function send(
   ep: Endpoint,
@@ -199,8 +202,10 @@ function send(
     const detach = () => signal.removeEventListener('abort', onAbort);
     // A persistent listener: an error after the response (a reset mid-stream) reaches the
     // response's reader, and must never be an unhandled 'error' event.
-    req.on('error', (err) => {
+    req.on('error', (err: SendError) => {
       detach();
+      const code = (err as { code?: string }).code;
+      if (req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) err.staleSocket = true;
       reject(err);
     });
     let answered = false;
@@ -344,12 +349,20 @@ export class LlmClient implements LlmStreamer {
       'User-Agent': USER_AGENT,
     };
     const agent = ep.tls ? this.agents.https : this.agents.http;
+    let staleRetried = false;
     for (let done = 0; ; done++) {
       let sent: Awaited<ReturnType<typeof send>>;
       try {
         sent = await send(ep, agent, headers, body, signal);
       } catch (err) {
         if (signal.aborted) throw err;
+        // A kept-alive connection the upstream closed while we picked it up: the request never
+        // reached it. Once, at once, on a new connection, and not counted as a retry.
+        if ((err as SendError).staleSocket && !staleRetried) {
+          staleRetried = true;
+          done--;
+          continue;
+        }
         if (done < this.opts.maxRetries) {
           await sleep(retryDelayMs(done), undefined, { signal });
           continue;

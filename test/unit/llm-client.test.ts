@@ -227,6 +227,29 @@ describe('LLM client over real sockets (spec 7.2)', () => {
     expect(text(r.deltas)).to.equal('x');
   });
 
+  it('a reused connection found closed is replaced at once, not counted as a retry (maxRetries 0)', async () => {
+    const u = await make((req, res, n) => {
+      if (n === 1) {
+        // The upstream dropped the kept-alive connection just as the request came on it.
+        req.socket.destroy();
+        return;
+      }
+      sse(res);
+      res.end(data({ content: `r${n}` }) + 'data: [DONE]\n\n');
+    });
+    const c = client({ maxRetries: 0 });
+    expect(text((await collect(c, u.model)).deltas)).to.equal('r0');
+    await new Promise((r) => setTimeout(r, 50)); // the connection is back in the pool
+    const t0 = Date.now();
+    const r = await collect(c, u.model);
+    expect(r.error, JSON.stringify((r.error as AgentError | undefined)?.origin)).to.equal(
+      undefined,
+    );
+    expect(text(r.deltas)).to.equal('r2');
+    expect(Date.now() - t0).to.be.below(300); // no back-off pause
+    expect(u.connections).to.equal(2);
+  });
+
   it('a connection reset mid-stream: the chunks before it, then 40303; nothing thrown elsewhere', async () => {
     const u = await make((_req, res) => {
       sse(res);
