@@ -20,18 +20,12 @@ export interface ChunkDelta {
   reasoning_content: string | null;
 }
 
-export interface ChatChunk {
+/** The fields a chunk and an aggregated completion share (spec 4.1, 4.4). */
+interface ChatEnvelope {
   id: string;
-  choices: {
-    delta: ChunkDelta;
-    finish_reason: 'stop' | null;
-    index: 0;
-    logprobs: null;
-  }[];
   /** Unix time in milliseconds (spec 2.1). */
   created: number;
   model: string;
-  object: 'chat.completion.chunk';
   service_tier: null;
   system_fingerprint: null;
   usage: null;
@@ -39,6 +33,16 @@ export interface ChatChunk {
   message: string;
   logs: string[];
   knowledge_metadata: string[];
+}
+
+export interface ChatChunk extends ChatEnvelope {
+  choices: {
+    delta: ChunkDelta;
+    finish_reason: 'stop' | null;
+    index: 0;
+    logprobs: null;
+  }[];
+  object: 'chat.completion.chunk';
 }
 
 /**
@@ -152,8 +156,7 @@ export interface AggregatedToolCall {
   reason: string;
 }
 
-export interface ChatCompletion {
-  id: string;
+export interface ChatCompletion extends ChatEnvelope {
   choices: {
     finish_reason: 'stop';
     index: 0;
@@ -169,16 +172,7 @@ export interface ChatCompletion {
       reasoning_content: string;
     };
   }[];
-  created: number;
-  model: string;
   object: 'chat.completion';
-  service_tier: null;
-  system_fingerprint: null;
-  usage: null;
-  code: number;
-  message: string;
-  logs: string[];
-  knowledge_metadata: string[];
 }
 
 /** Folds the chunks of one run into a `chat.completion` (spec 4.4 rules). */
