@@ -30,6 +30,20 @@ export function isPrimaryMessage(m: unknown): m is PrimaryToWorker {
   return isObject(m) && (m.t === 'drain' || m.t === 'activate');
 }
 
+/**
+ * The deadlines of one drain, nested so that a worker that drains in time is never killed: it
+ * answers requests until `timeoutMs` minus a cleanup margin, then closes its store, sends its
+ * final metrics and flushes OTLP within the margin; the primary kills it only after the whole
+ * `timeoutMs` plus KILL_GRACE_MS.
+ */
+export function drainDeadlines(timeoutMs: number): { requestsMs: number; cleanupMs: number } {
+  const cleanupMs = Math.min(2000, Math.floor(timeoutMs / 4));
+  return { requestsMs: timeoutMs - cleanupMs, cleanupMs };
+}
+
+/** Grace after a worker's own deadline before the primary sends SIGKILL. */
+export const KILL_GRACE_MS = 2000;
+
 /** WebSocket close codes used when a worker drains. */
 export const WS_CLOSE_GOING_AWAY = 1001;
 export const WS_CLOSE_SERVICE_RESTART = 1012;

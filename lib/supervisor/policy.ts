@@ -77,3 +77,31 @@ export function describeExit(
   if (code === 0) return 'exited with code 0';
   return `exited with code ${code ?? 'unknown'}`;
 }
+
+/** The smallest delay of a retry that is not a first crash (fork, recycle): never a tight loop. */
+export const RETRY_FLOOR_MS = 250;
+
+/**
+ * Backoff for the n-th failed attempt in a row (n >= 1) of something that is retried rather
+ * than replaced at once (a fork that failed, a recycle whose replacement did not boot): the
+ * floor doubled per attempt, capped, with equal jitter. A floor even when the base is 0.
+ */
+export function retryDelay(
+  attempt: number,
+  p: Pick<RestartPolicy, 'backoffBaseMs' | 'backoffMaxMs'>,
+  random: () => number = Math.random,
+): number {
+  const base = Math.max(RETRY_FLOOR_MS, p.backoffBaseMs);
+  const cap = Math.max(base, p.backoffMaxMs);
+  const exp = Math.min(cap, base * 2 ** Math.min(30, Math.max(0, attempt - 1)));
+  return Math.round(exp / 2 + random() * (exp / 2));
+}
+
+/**
+ * How late a periodic check ran. A check due every `intervalMs` that runs much later means the
+ * primary itself did not run (SIGSTOP of the group, docker pause, a VM suspend, a blocked loop):
+ * the workers' silence over that time says nothing about them.
+ */
+export function checkWasLate(gapMs: number, intervalMs: number): boolean {
+  return gapMs > Math.max(1000, intervalMs * 4);
+}

@@ -1,14 +1,31 @@
 // The worker pool: one state machine for spawn, ready, restart, drain, reload, scale, stop.
 // Signals and file events only enqueue commands (see signals.ts, watch.ts); this is the one
 // place where the pool's state changes.
+//
+// The pool's worst day is what it is built for. Three rules hold everywhere below:
+// - A state change is committed only after it succeeded: a reload switches settings,
+//   environment, generation and crash policy when its first new worker is ready; an aborted
+//   reload leaves (or puts back) all of them, spares included.
+// - Nothing throws out of a callback (signal, timer, IPC, child-process event): each entry point
+//   runs through guard(), which logs with context and carries on.
+// - While running, one worker's failure never kills another: a fork that fails or a replacement
+//   that cannot boot is retried with backoff (and, for a lost seat, counted against the crash
+//   budget, whose halt is a graceful stop). Every retry backs off.
 import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { LoadedConfig } from '../config/load.js';
 import { SettingsError, type Settings } from '../config/settings.js';
-import { isWorkerMessage, type DrainReason, type PrimaryToWorker } from '../ipc.js';
+import { isWorkerMessage, KILL_GRACE_MS, type DrainReason, type PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
-import { CrashTracker, describeExit, type RestartPolicy } from './policy.js';
+import { guarded } from './guard.js';
+import {
+  checkWasLate,
+  CrashTracker,
+  describeExit,
+  retryDelay,
+  type RestartPolicy,
+} from './policy.js';
 
 export type Command =
   | { kind: 'stop'; force?: boolean; signal?: string }
@@ -23,6 +40,17 @@ export const REPEATED_SIGNAL_MS = 500;
 /** Purposes a warm spare may serve (a reload needs the new code, so it always forks). */
 const SPARE_SERVES: ReadonlySet<Purpose> = new Set(['replace', 'hung', 'scale', 'recycle']);
 export type RestartReason = 'crash' | 'hung' | 'memory' | 'requests' | 'reload';
+/** How often the heartbeats are checked. */
+const HEARTBEAT_CHECK_MS = 250;
+
+/** What a worker is forked with: one configuration generation. */
+interface Generation {
+  settings: Settings;
+  env: Record<string, string>;
+  generation: number;
+  /** Whether config.env existed when this generation was read. */
+  fileFound: boolean;
+}
 
 interface Slot {
   worker: Worker;
@@ -35,14 +63,22 @@ interface Slot {
   generation: number;
   forkedAt: number;
   readyAt: number;
+  /** performance.now() of the last heartbeat (monotonic: wall-clock jumps are no silence). */
   lastBeat: number;
   requests: number;
   rss: number;
   /** Requests after which this worker is recycled (0 = never); jittered per worker. */
   maxRequests: number;
+  /** The serving worker this one is booting to replace (reload, recycle): they share a seat. */
+  predecessor?: Slot;
+  /** A scale-up worker: it takes a new seat only once it is ready. */
+  extra?: boolean;
   /** Set when the pool itself ended this worker: its exit is expected, not a crash. */
   retired?: DrainReason | 'killed' | 'hung';
   recycling?: boolean;
+  recycleFailures: number;
+  /** performance.now() before which no recycle is tried again (after a failed one). */
+  recycleNotBefore: number;
   bootError?: string;
   readyTimer?: NodeJS.Timeout;
   killTimer?: NodeJS.Timeout;
@@ -72,14 +108,16 @@ const workerExec = fileURLToPath(
   new URL(`../worker/main${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url),
 );
 
-/** Grace between SIGTERM and SIGKILL for a worker the pool kills (hung, not ready in time). */
-const KILL_GRACE_MS = 2000;
+function errorText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.message ?? String(err);
+}
 
 export class Pool extends EventEmitter<PoolEvents> {
   private readonly slots = new Map<number, Slot>();
   private readonly log: Logger;
-  private settings: Settings;
-  private env: Record<string, string>;
+  /** The committed configuration: what replacements and spares are forked with. */
+  private current: Generation;
   private desired: number;
   private phase: 'booting' | 'running' | 'stopping' = 'booting';
   private exitCode = 0;
@@ -87,25 +125,38 @@ export class Pool extends EventEmitter<PoolEvents> {
   private stopAt = 0;
   private readonly queue: Command[] = [];
   private running = false;
+  private reloading = false;
   private reloadQueued = false;
   private crashes: CrashTracker;
-  private readonly restartTimers = new Set<NodeJS.Timeout>();
+  /** Replacements waiting for their backoff; each holds the seat it will fill. */
+  private readonly pendingReplacements = new Set<NodeJS.Timeout>();
   private hungTimer?: NodeJS.Timeout;
+  private lastHeartbeatCheck = 0;
   private stopTimer?: NodeJS.Timeout;
   private readonly random: () => number;
-  private generation = 0;
+  /** Forks that failed in a row (EMFILE, EAGAIN, ENOMEM): the backoff of the next attempt. */
+  private forkFailures = 0;
   /** Spares that died or failed to boot since the last reload; past 3, no more spares. */
   private spareFailures = 0;
   private spareTimer?: NodeJS.Timeout;
+  private readonly phaseWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: PoolOptions) {
     super();
     this.log = opts.logger;
-    this.settings = opts.config.settings;
-    this.env = opts.config.mergedEnv;
+    this.current = {
+      settings: opts.config.settings,
+      env: opts.config.mergedEnv,
+      generation: 0,
+      fileFound: opts.config.file.found,
+    };
     this.desired = this.settings.SERVICE_WORKERS;
     this.random = opts.random ?? Math.random;
     this.crashes = new CrashTracker(this.policy(), this.random);
+  }
+
+  private get settings(): Settings {
+    return this.current.settings;
   }
 
   private policy(): RestartPolicy {
@@ -119,16 +170,58 @@ export class Pool extends EventEmitter<PoolEvents> {
     };
   }
 
+  /** Every callback the primary gets runs through this: a bug in one is logged, not fatal. */
+  guard<A extends unknown[]>(where: string, fn: (...args: A) => void): (...args: A) => void {
+    return guarded(this.log, where, fn);
+  }
+
+  /** A listener of the pool's events that throws must not abort the state change under way. */
+  override emit<K extends keyof PoolEvents>(event: K, ...args: PoolEvents[K]): boolean {
+    try {
+      return (super.emit as (e: K, ...a: PoolEvents[K]) => boolean).call(this, event, ...args);
+    } catch (err) {
+      this.log.error(`supervisor: a listener of '${String(event)}' failed; carrying on`, { err });
+      return true;
+    }
+  }
+
+  private later(ms: number, where: string, fn: () => void): NodeJS.Timeout {
+    const t = setTimeout(this.guard(where, fn), ms);
+    t.unref();
+    return t;
+  }
+
   // ---- public -------------------------------------------------------------------------------
 
   start(): void {
     cluster.schedulingPolicy =
       this.settings.SERVICE_SCHEDULING === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: workerExec });
-    cluster.on('message', (worker, msg) => this.onMessage(worker, msg));
-    cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
-    for (let i = 0; i < this.desired; i++) this.spawn('boot');
-    this.hungTimer = setInterval(() => this.checkHeartbeats(), 250);
+    cluster.on(
+      'message',
+      this.guard('a worker message', (worker: Worker, msg: unknown) => this.onMessage(worker, msg)),
+    );
+    cluster.on(
+      'exit',
+      this.guard('a worker exit', (worker: Worker, code: number, signal: string) =>
+        this.onExit(worker, code, signal),
+      ),
+    );
+    for (let i = 0; i < this.desired; i++) {
+      if (this.spawn('boot')) continue;
+      // After the fork's own error (next tick) is logged: it says why.
+      setImmediate(
+        this.guard('a halt', () =>
+          this.halt(3, 'cannot fork the workers; stopping (exit 3)', false),
+        ),
+      );
+      return;
+    }
+    this.lastHeartbeatCheck = performance.now();
+    this.hungTimer = setInterval(
+      this.guard('the heartbeat check', () => this.checkHeartbeats()),
+      HEARTBEAT_CHECK_MS,
+    );
     this.hungTimer.unref();
   }
 
@@ -152,7 +245,12 @@ export class Pool extends EventEmitter<PoolEvents> {
       return;
     }
     this.queue.push(cmd);
-    void this.drainQueue();
+    this.drainQueue().catch((err: unknown) =>
+      this.log.error('supervisor: a queued command failed; carrying on', {
+        err,
+        command: cmd.kind,
+      }),
+    );
   }
 
   /** A method, not a field read: TypeScript must not narrow it across awaits. */
@@ -166,14 +264,12 @@ export class Pool extends EventEmitter<PoolEvents> {
     return n;
   }
 
-  /** Live workers (not draining) with their pids, for status and tests. */
+  /** Every worker process the pool has (spares and draining ones included), for metrics and tests. */
   workers(): { id: number; pid: number; state: string }[] {
     return [...this.slots.values()].map((s) => ({ id: s.id, pid: s.pid, state: s.state }));
   }
 
   // ---- commands -----------------------------------------------------------------------------
-
-  private reloading = false;
 
   private async drainQueue(): Promise<void> {
     if (this.running) return;
@@ -181,7 +277,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     try {
       while (this.queue.length > 0 && this.phase !== 'stopping') {
         // Start-up must finish before anything else is applied.
-        if (this.phase === 'booting') await this.until(() => this.phase !== 'booting');
+        if (this.phase === 'booting') await this.phaseChange();
+        if (this.stopping()) return;
         const cmd = this.queue.shift()!;
         if (cmd.kind === 'reload') {
           do {
@@ -196,79 +293,111 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
   }
 
-  private until(cond: () => boolean): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setInterval(() => {
-        if (cond()) {
-          clearInterval(t);
-          resolve();
-        }
-      }, 20);
-    });
+  /** Resolves at the next change of phase (booting -> running, or -> stopping). */
+  private phaseChange(): Promise<void> {
+    return new Promise((resolve) => this.phaseWaiters.push(resolve));
+  }
+
+  private setPhase(phase: 'running' | 'stopping'): void {
+    this.phase = phase;
+    for (const w of this.phaseWaiters.splice(0)) w();
+  }
+
+  /** Reads config.env again; null (and the reason logged) when it cannot be used. */
+  private readNextConfig(): LoadedConfig | null {
+    let next: LoadedConfig;
+    try {
+      next = this.opts.reloadConfig();
+    } catch (err) {
+      if (err instanceof SettingsError) {
+        for (const p of err.problems) this.log.error(p);
+        this.log.error('reload aborted: invalid configuration; the running workers are untouched');
+      } else {
+        // EISDIR, EACCES, a file replaced mid-write: the same abort, with the reason.
+        this.log.error(
+          `reload aborted: cannot read the configuration (${errorText(err)}); the running workers are untouched`,
+        );
+      }
+      return null;
+    }
+    if (this.current.fileFound && !next.file.found) {
+      // A file that was there at start and is gone now is being replaced, or was removed by
+      // mistake: reloading would silently fall back to the defaults (another store, another port).
+      this.log.error(
+        `reload aborted: config file ${next.file.path} is gone (it was read at the last start or reload); the running workers are untouched`,
+      );
+      return null;
+    }
+    return next;
   }
 
   private async reload(reason: string): Promise<void> {
     const started = Date.now();
     this.reloading = true;
     this.emit('reloading');
+    const before = { current: this.current, crashes: this.crashes, spares: this.spareFailures };
+    let committed = false;
     try {
-      let next: LoadedConfig;
-      try {
-        next = this.opts.reloadConfig();
-      } catch (err) {
-        if (!(err instanceof SettingsError)) throw err;
-        for (const p of err.problems) this.log.error(p);
-        this.log.error('reload aborted: invalid configuration; the running workers are untouched');
+      const next = this.readNextConfig();
+      if (!next) {
         this.emit('reloaded', 'invalid-config', Date.now() - started);
         return;
       }
       for (const n of next.notices) this.log.warn(n);
       this.reportLiveChanges(next.settings);
-      this.log.info('rolling reload started', { reason, workers: this.liveCount() });
+      this.log.info('rolling reload started', { reason, workers: this.servingCount() });
       // The listen address and the scheduling policy stay those of the running primary.
       const fixed = {
         SERVICE_HOST: this.settings.SERVICE_HOST,
         SERVICE_PORT: this.settings.SERVICE_PORT,
         SERVICE_SCHEDULING: this.settings.SERVICE_SCHEDULING,
       };
-      this.env = {
-        ...next.mergedEnv,
-        ...Object.fromEntries(Object.entries(fixed).map(([k, v]) => [k, String(v)])),
+      const candidate: Generation = {
+        settings: { ...next.settings, ...fixed },
+        env: {
+          ...next.mergedEnv,
+          ...Object.fromEntries(Object.entries(fixed).map(([k, v]) => [k, String(v)])),
+        },
+        generation: this.current.generation + 1,
+        fileFound: next.file.found,
       };
-      this.settings = { ...next.settings, ...fixed };
-      this.crashes = new CrashTracker(this.policy(), this.random);
-      this.generation++;
-      this.spareFailures = 0;
-      // Spares run the old code and settings: end them; new ones follow the reload.
-      for (const s of this.slots.values())
-        if (s.purpose === 'spare') this.kill(s, 'killed', 'SIGTERM');
-
-      const old = [...this.slots.values()].filter(
-        (s) => s.state !== 'draining' && !s.retired && s.purpose !== 'spare',
-      );
-      for (const prev of old) {
-        if (this.phase === 'stopping') return;
-        if (!this.slots.has(prev.id) || prev.retired) continue;
-        const fresh = this.spawn('reload');
-        const result = await this.waitReady(fresh);
+      let replaced = 0;
+      // Replace every serving worker of an older generation, one at a time; a crash replacement
+      // forked during the reload (with the committed settings) is picked up by the next turn.
+      for (let prev = this.nextToReplace(candidate); prev; prev = this.nextToReplace(candidate)) {
+        if (prev.state === 'starting') {
+          await this.waitReady(prev);
+          if (this.stopping()) return;
+          continue;
+        }
+        const fresh = this.spawn('reload', { predecessor: prev, gen: candidate });
+        const result = fresh ? await this.waitReady(fresh) : 'failed';
         if (this.stopping()) return;
         if (result !== 'ready') {
           this.log.error(
-            'reload aborted: a new worker did not become ready; the old workers keep serving',
-            {
-              worker: fresh.id,
-              error: fresh.bootError,
-            },
+            `reload aborted: a new worker did not become ready${committed ? ` (${replaced} already replaced keep serving)` : ''}; the old workers keep serving`,
+            { worker: fresh?.id, error: fresh ? fresh.bootError : 'fork failed' },
           );
+          if (committed) this.restore(before);
+          committed = false;
           this.emit('reloaded', 'aborted', Date.now() - started);
           return;
         }
+        if (!committed) {
+          this.commit(candidate);
+          committed = true;
+        }
+        replaced++;
         this.emit('restart', 'reload');
-        this.retire(prev, 'reload');
+        if (this.holdsSeat(prev)) this.retire(prev, 'reload');
       }
+      if (!committed) this.commit(candidate);
+      committed = true;
       // A changed SERVICE_WORKERS applies once every worker runs the new code.
       const target = next.settings.SERVICE_WORKERS;
-      while (this.desired < target && this.phase === 'running') await this.scale(1);
+      while (this.desired < target && this.phase === 'running') {
+        if (!(await this.scale(1))) break;
+      }
       while (this.desired > target && this.desired > 1 && this.phase === 'running')
         await this.scale(-1);
       const ms = Date.now() - started;
@@ -278,6 +407,44 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.reloading = false;
       this.ensureSpares();
     }
+  }
+
+  /** The next worker a reload to `gen` must replace (or wait for, while it boots). */
+  private nextToReplace(gen: Generation): Slot | undefined {
+    if (this.phase !== 'running') return undefined;
+    for (const s of this.slots.values()) {
+      if (s.purpose === 'spare' || s.retired || s.extra || s.generation === gen.generation)
+        continue;
+      if (s.state === 'ready' || (s.state === 'starting' && !s.predecessor)) return s;
+    }
+    return undefined;
+  }
+
+  /** The reload's first new worker is ready: its configuration is the pool's from now on. */
+  private commit(gen: Generation): void {
+    this.current = gen;
+    this.crashes = new CrashTracker(this.policy(), this.random);
+    this.spareFailures = 0;
+    // Spares run the old code and settings: end them; new ones follow the reload.
+    for (const s of this.slots.values())
+      if (s.purpose === 'spare' && s.generation !== gen.generation)
+        this.kill(s, 'killed', 'SIGTERM');
+    this.log.info('reload committed: the new configuration is live', {
+      generation: gen.generation,
+    });
+  }
+
+  /** An aborted reload puts the previous configuration back (spares follow it). */
+  private restore(before: { current: Generation; crashes: CrashTracker; spares: number }): void {
+    this.current = before.current;
+    this.crashes = before.crashes;
+    this.spareFailures = before.spares;
+    for (const s of this.slots.values())
+      if (s.purpose === 'spare' && s.generation !== before.current.generation)
+        this.kill(s, 'killed', 'SIGTERM');
+    this.log.warn('reload rolled back: the previous configuration is live again', {
+      generation: before.current.generation,
+    });
   }
 
   private reportLiveChanges(next: Settings): void {
@@ -296,30 +463,32 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
   }
 
-  private async scale(delta: 1 | -1): Promise<void> {
+  /** One worker more or fewer; true when it was applied. */
+  private async scale(delta: 1 | -1): Promise<boolean> {
     if (delta > 0) {
-      this.desired++;
-      this.log.info('scaling up', { workers: this.desired });
-      const fresh = this.spawn('scale');
-      if ((await this.waitReady(fresh)) !== 'ready') {
-        this.desired--;
+      this.log.info('scaling up', { workers: this.desired + 1 });
+      // It takes its seat (desired + 1) when ready, so a failure leaves nothing to undo.
+      const fresh = this.spawn('scale', { extra: true });
+      if (!fresh || (await this.waitReady(fresh)) !== 'ready') {
         this.log.error('scale up failed: the new worker did not become ready', {
-          error: fresh.bootError,
+          error: fresh ? fresh.bootError : 'fork failed',
         });
+        return false;
       }
       this.emit('workers', this.readyCount());
-      return;
+      return true;
     }
     const live = [...this.slots.values()].filter((s) => s.state === 'ready' && !s.retired);
     if (this.desired <= 1 || live.length <= 1) {
       this.log.warn('scale down refused: at least one worker must stay');
-      return;
+      return false;
     }
     this.desired--;
     const victim = live.reduce((a, b) => (b.forkedAt > a.forkedAt ? b : a));
     this.log.info('scaling down', { workers: this.desired, worker: victim.id });
     this.retire(victim, 'scale');
     this.emit('workers', this.readyCount());
+    return true;
   }
 
   private async recycle(id: number, reason: 'memory' | 'requests'): Promise<void> {
@@ -332,14 +501,21 @@ export class Pool extends EventEmitter<PoolEvents> {
       requests: prev.requests,
       rss_mb: Math.round(prev.rss / 1048576),
     });
-    const fresh = this.spawn('recycle');
-    if ((await this.waitReady(fresh)) !== 'ready') {
+    const fresh = this.spawn('recycle', { predecessor: prev });
+    if (!fresh || (await this.waitReady(fresh)) !== 'ready') {
+      // The worker keeps serving; the next attempt waits, doubling per failure.
+      prev.recycleFailures++;
+      const delay = retryDelay(prev.recycleFailures, this.policy(), this.random);
       prev.recycling = false;
-      this.log.error('recycle aborted: the replacement did not become ready', { worker: id });
+      prev.recycleNotBefore = performance.now() + delay;
+      this.log.error(
+        `recycle failed: the replacement did not become ready; worker ${id} keeps serving, next attempt in ${delay} ms`,
+        { worker: id, error: fresh ? fresh.bootError : 'fork failed' },
+      );
       return;
     }
     this.emit('restart', reason);
-    this.retire(prev, 'recycle');
+    if (this.holdsSeat(prev)) this.retire(prev, 'recycle');
   }
 
   private stop(force: boolean, signal?: string): void {
@@ -361,7 +537,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       }
       return;
     }
-    this.phase = 'stopping';
+    this.setPhase('stopping');
     this.stopAt = performance.now();
     this.emit('stopping');
     this.log.info('stopping: draining workers', {
@@ -373,14 +549,19 @@ export class Pool extends EventEmitter<PoolEvents> {
       if (s.state === 'starting' || s.state === 'standby') this.kill(s, 'killed', 'SIGKILL');
       else this.retire(s, 'stop');
     }
-    this.stopTimer = setTimeout(() => {
-      this.log.error('graceful timeout reached: killing the workers still running', {
-        workers: [...this.slots.keys()],
-      });
-      this.exitCode = this.exitCode || 1;
-      for (const s of this.slots.values()) s.worker.process.kill('SIGKILL');
-    }, this.settings.SERVICE_GRACEFUL_TIMEOUT);
-    this.stopTimer.unref();
+    // The workers end their own drain at SERVICE_GRACEFUL_TIMEOUT (cleanup included): the kill
+    // is for a worker that does not, never for one finishing in time.
+    this.stopTimer = this.later(
+      this.settings.SERVICE_GRACEFUL_TIMEOUT + KILL_GRACE_MS,
+      'the stop deadline',
+      () => {
+        this.log.error('graceful timeout reached: killing the workers still running', {
+          workers: [...this.slots.keys()],
+        });
+        this.exitCode = this.exitCode || 1;
+        for (const s of this.slots.values()) s.worker.process.kill('SIGKILL');
+      },
+    );
     this.finishIfEmpty();
   }
 
@@ -393,7 +574,8 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.stop(false);
       return;
     }
-    this.phase = 'stopping';
+    // Only at start-up: nothing serves yet.
+    this.setPhase('stopping');
     this.stopAt = performance.now();
     this.emit('stopping');
     this.clearTimers();
@@ -402,8 +584,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   private clearTimers(): void {
-    for (const t of this.restartTimers) clearTimeout(t);
-    this.restartTimers.clear();
+    for (const t of this.pendingReplacements) clearTimeout(t);
+    this.pendingReplacements.clear();
     if (this.hungTimer) clearInterval(this.hungTimer);
     clearTimeout(this.spareTimer);
   }
@@ -415,9 +597,13 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.opts.exit(this.exitCode);
   }
 
-  // ---- workers ------------------------------------------------------------------------------
+  // ---- seats: how many workers serve or are on their way to serve --------------------------
 
-  private liveCount(): number {
+  private holdsSeat(s: Slot): boolean {
+    return this.slots.has(s.id) && !s.retired;
+  }
+
+  private servingCount(): number {
     let n = 0;
     for (const s of this.slots.values()) {
       if (s.state !== 'draining' && !s.retired && s.purpose !== 'spare') n++;
@@ -425,12 +611,90 @@ export class Pool extends EventEmitter<PoolEvents> {
     return n;
   }
 
+  /**
+   * Seats taken: workers serving or booting to serve, and replacements waiting for their
+   * backoff. A worker booting to replace a live one (reload, recycle) shares its seat; a scale-up
+   * worker takes one only when ready; spares and retired workers take none.
+   */
+  private seatsTaken(): number {
+    let n = this.pendingReplacements.size;
+    for (const s of this.slots.values()) {
+      if (s.purpose === 'spare' || s.retired || s.extra) continue;
+      if (s.predecessor && this.holdsSeat(s.predecessor)) continue;
+      n++;
+    }
+    return n;
+  }
+
+  /** Fills every empty seat: at once, or after `delayMs` (a backoff). */
+  private fillSeats(delayMs: number): void {
+    if (this.phase === 'stopping') return;
+    for (let missing = this.desired - this.seatsTaken(); missing > 0; missing--) {
+      if (delayMs > 0) this.replaceLater(delayMs);
+      else if (!this.spawn('replace'))
+        this.replaceLater(retryDelay(this.forkFailures, this.policy(), this.random));
+    }
+  }
+
+  private replaceLater(delayMs: number): void {
+    const t = this.later(delayMs, 'a scheduled replacement', () => {
+      this.pendingReplacements.delete(t);
+      if (this.phase === 'stopping' || this.desired - this.seatsTaken() <= 0) return;
+      if (!this.spawn('replace'))
+        this.replaceLater(retryDelay(this.forkFailures, this.policy(), this.random));
+    });
+    this.pendingReplacements.add(t);
+  }
+
+  /** A seat was lost to a worker that failed: count it, then refill (or halt on the budget). */
+  private seatLost(uptimeMs: number, what: string, meta: Record<string, unknown>): void {
+    const d = this.crashes.record(Date.now(), uptimeMs);
+    this.emit('restart', 'crash');
+    if (d.budgetExceeded) {
+      this.log.error(what, meta);
+      this.halt(
+        4,
+        `crash budget exceeded: ${d.recent} unstable restarts within ${this.settings.SERVICE_CRASH_WINDOW} ms (budget ${this.settings.SERVICE_CRASH_BUDGET}); stopping (exit 4)`,
+        true,
+      );
+      return;
+    }
+    if (this.desired - this.seatsTaken() <= 0) {
+      this.log.error(`${what}; the worker booting to replace it takes its place`, meta);
+      return;
+    }
+    this.log.error(`${what}; replacing it${d.delayMs ? ` in ${d.delayMs} ms` : ''}`, {
+      ...meta,
+      streak: d.streak,
+    });
+    this.fillSeats(d.delayMs);
+  }
+
+  // ---- workers ------------------------------------------------------------------------------
+
   /** Keeps SERVICE_SPARE_WORKERS warm spares (forked, initialised, not listening). */
   private ensureSpares(): void {
     if (this.phase !== 'running' || this.reloading || this.spareFailures > 3) return;
     let have = 0;
     for (const s of this.slots.values()) if (s.purpose === 'spare' && !s.retired) have++;
-    for (; have < this.settings.SERVICE_SPARE_WORKERS; have++) this.spawn('spare');
+    for (; have < this.settings.SERVICE_SPARE_WORKERS; have++) {
+      if (this.spawn('spare')) continue;
+      this.spareFailed('fork failed');
+      return;
+    }
+  }
+
+  /** A spare that could not be had: try again later, doubling, at most 3 times a generation. */
+  private spareFailed(why: string, meta: Record<string, unknown> = {}): void {
+    this.spareFailures++;
+    if (this.spareFailures > 3) {
+      this.log.error(`spare worker ${why}; no more spares until the next reload`, meta);
+      return;
+    }
+    const delay = 500 * 2 ** this.spareFailures;
+    this.log.warn(`spare worker ${why}; trying again in ${delay} ms`, meta);
+    clearTimeout(this.spareTimer);
+    this.spareTimer = this.later(delay, 'the spare refill', () => this.ensureSpares());
   }
 
   private takeSpare(): Slot | undefined {
@@ -439,17 +703,25 @@ export class Pool extends EventEmitter<PoolEvents> {
         s.purpose === 'spare' &&
         s.state === 'standby' &&
         !s.retired &&
-        s.generation === this.generation
+        s.generation === this.current.generation
       )
         return s;
     }
     return undefined;
   }
 
-  /** A worker for `purpose`: a warm spare when one is on standby, else a fresh fork. */
-  private spawn(purpose: Purpose): Slot {
-    const spare = SPARE_SERVES.has(purpose) ? this.takeSpare() : undefined;
+  /**
+   * A worker for `purpose`: a warm spare when one is on standby, else a fresh fork with `gen`
+   * (default: the committed configuration). Undefined when the fork failed.
+   */
+  private spawn(
+    purpose: Purpose,
+    opts: { predecessor?: Slot; extra?: boolean; gen?: Generation } = {},
+  ): Slot | undefined {
+    const spare = SPARE_SERVES.has(purpose) && !opts.gen ? this.takeSpare() : undefined;
+    let slot: Slot | undefined;
     if (spare) {
+      slot = spare;
       spare.purpose = purpose;
       spare.state = 'starting';
       spare.forkedAt = Date.now();
@@ -460,59 +732,103 @@ export class Pool extends EventEmitter<PoolEvents> {
         worker_pid: spare.pid,
         purpose,
       });
-      this.ensureSpares();
-      return spare;
+    } else {
+      slot = this.fork(purpose, opts.gen ?? this.current);
+      if (slot)
+        this.log.debug('worker forked', {
+          worker: slot.id,
+          worker_pid: slot.pid,
+          purpose,
+          replaces: opts.predecessor?.id,
+        });
     }
-    return this.fork(purpose);
+    if (slot) {
+      slot.predecessor = opts.predecessor;
+      slot.extra = opts.extra;
+    }
+    if (spare) this.ensureSpares();
+    return slot;
   }
 
   private readyDeadline(slot: Slot): NodeJS.Timeout {
-    return setTimeout(() => {
-      if (slot.state !== 'starting') return;
+    return this.later(this.settings.SERVICE_READY_TIMEOUT, 'a ready deadline', () => {
+      if (slot.state !== 'starting' || slot.retired) return;
       slot.bootError ??= `not ready within SERVICE_READY_TIMEOUT (${this.settings.SERVICE_READY_TIMEOUT} ms)`;
       this.log.error('worker not ready in time, killing it', {
         worker: slot.id,
         worker_pid: slot.pid,
       });
       this.kill(slot, 'killed', 'SIGKILL');
-    }, this.settings.SERVICE_READY_TIMEOUT);
+    });
   }
 
-  private fork(purpose: Purpose): Slot {
-    const maxReq = this.settings.SERVICE_MAX_REQUESTS;
+  /** Forks a worker; undefined (logged, nothing changed) when the system refuses the fork. */
+  private fork(purpose: Purpose, gen: Generation): Slot | undefined {
+    const maxReq = gen.settings.SERVICE_MAX_REQUESTS;
     // Jitter (0-10%) so that workers started together do not recycle together.
     const maxRequests =
       maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0;
-    const worker = cluster.fork({
-      ...this.env,
-      AGENT_WORKER_MAX_REQUESTS: String(maxRequests),
-      AGENT_WORKER_SPARE: purpose === 'spare' ? '1' : '0',
-    });
+    let worker: Worker;
+    try {
+      worker = cluster.fork({
+        ...gen.env,
+        AGENT_WORKER_MAX_REQUESTS: String(maxRequests),
+        AGENT_WORKER_SPARE: purpose === 'spare' ? '1' : '0',
+      });
+    } catch (err) {
+      this.forkFailed(purpose, err);
+      return undefined;
+    }
+    // EMFILE, EAGAIN, ENOMEM...: no process, and an 'error' event on the next tick that would
+    // crash the primary unheard. The worker is never 'exit'ed either: drop it from the cluster.
+    worker.on(
+      'error',
+      this.guard('a worker error', (err: unknown) => {
+        if (worker.process.pid === undefined) return;
+        this.log.warn('worker process error', { worker: worker.id, err });
+      }),
+    );
+    if (worker.process.pid === undefined) {
+      worker.once('error', (err: unknown) => this.forkFailed(purpose, err));
+      if (cluster.workers) delete cluster.workers[worker.id];
+      return undefined;
+    }
+    this.forkFailures = 0;
     const now = Date.now();
     const slot: Slot = {
       worker,
       id: worker.id,
-      pid: worker.process.pid ?? -1,
+      pid: worker.process.pid,
       purpose,
       state: 'starting',
-      generation: this.generation,
+      generation: gen.generation,
       forkedAt: now,
       readyAt: 0,
-      lastBeat: now,
+      lastBeat: performance.now(),
       requests: 0,
       rss: 0,
       maxRequests,
+      recycleFailures: 0,
+      recycleNotBefore: 0,
       waiters: [],
     };
     this.slots.set(slot.id, slot);
     slot.readyTimer = this.readyDeadline(slot);
-    this.log.debug('worker forked', { worker: slot.id, worker_pid: slot.pid, purpose });
     return slot;
+  }
+
+  private forkFailed(purpose: Purpose, err: unknown): void {
+    this.forkFailures++;
+    const e = err as NodeJS.ErrnoException | undefined;
+    this.log.error(`cannot fork a worker (${purpose}): ${errorText(err)}`, {
+      code: e?.code,
+      failures_in_a_row: this.forkFailures,
+    });
   }
 
   private waitReady(slot: Slot): Promise<'ready' | 'failed'> {
     if (slot.state === 'ready') return Promise.resolve('ready');
-    if (!this.slots.has(slot.id)) return Promise.resolve('failed');
+    if (!this.slots.has(slot.id) || slot.retired) return Promise.resolve('failed');
     return new Promise((resolve) => slot.waiters.push(resolve));
   }
 
@@ -523,7 +839,7 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   private send(slot: Slot, msg: PrimaryToWorker): void {
     try {
-      if (slot.worker.isConnected()) slot.worker.send(msg);
+      if (slot.worker.isConnected()) slot.worker.send(msg, undefined, undefined, () => undefined);
     } catch {
       // The worker is going away; its exit is handled by onExit.
     }
@@ -534,24 +850,27 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (slot.retired) return;
     slot.retired = reason;
     slot.state = 'draining';
+    clearTimeout(slot.readyTimer);
     this.send(slot, { t: 'drain', reason, timeoutMs: this.settings.SERVICE_GRACEFUL_TIMEOUT });
     if (reason !== 'stop') {
-      // A drain for reload/scale/recycle also has a deadline.
-      slot.killTimer = setTimeout(
-        () => slot.worker.process.kill('SIGKILL'),
+      // A drain for reload/scale/recycle also has a deadline (the stop has its own timer).
+      slot.killTimer = this.later(
         this.settings.SERVICE_GRACEFUL_TIMEOUT + KILL_GRACE_MS,
+        'a drain deadline',
+        () => slot.worker.process.kill('SIGKILL'),
       );
-      slot.killTimer.unref();
     }
     this.emit('workers', this.readyCount());
   }
 
   private kill(slot: Slot, why: 'killed' | 'hung', signal: NodeJS.Signals): void {
     slot.retired ??= why;
+    clearTimeout(slot.readyTimer);
     slot.worker.process.kill(signal);
     if (signal !== 'SIGKILL') {
-      slot.killTimer = setTimeout(() => slot.worker.process.kill('SIGKILL'), KILL_GRACE_MS);
-      slot.killTimer.unref();
+      slot.killTimer = this.later(KILL_GRACE_MS, 'a kill deadline', () =>
+        slot.worker.process.kill('SIGKILL'),
+      );
     }
   }
 
@@ -560,7 +879,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (!slot || !isWorkerMessage(msg)) return;
     switch (msg.t) {
       case 'standby':
-        if (slot.state !== 'starting' || slot.purpose !== 'spare') return;
+        // A worker the pool already ended (a message in flight) changes nothing.
+        if (slot.state !== 'starting' || slot.purpose !== 'spare' || slot.retired) return;
         clearTimeout(slot.readyTimer);
         slot.state = 'standby';
         this.log.debug('spare worker on standby', {
@@ -570,31 +890,14 @@ export class Pool extends EventEmitter<PoolEvents> {
         });
         return;
       case 'ready':
-        if (slot.state !== 'starting') return;
-        clearTimeout(slot.readyTimer);
-        slot.state = 'ready';
-        slot.readyAt = slot.lastBeat = Date.now();
-        this.log.info('worker ready', {
-          worker: slot.id,
-          worker_pid: slot.pid,
-          ms: slot.readyAt - slot.forkedAt,
-        });
-        this.settle(slot, 'ready');
-        this.emit('workers', this.readyCount());
-        if (this.phase === 'booting' && this.readyCount() >= this.desired) {
-          this.phase = 'running';
-          this.log.info(
-            `ready: ${this.readyCount()}/${this.desired} workers on ${this.settings.SERVICE_HOST}:${this.settings.SERVICE_PORT}`,
-          );
-          this.emit('ready', this.readyCount());
-          this.ensureSpares();
-        }
+        if (slot.state !== 'starting' || slot.retired) return;
+        this.onReady(slot);
         return;
       case 'boot-error':
         slot.bootError = msg.code ? `${msg.message} (${msg.code})` : msg.message;
         return;
       case 'heartbeat':
-        slot.lastBeat = Date.now();
+        slot.lastBeat = performance.now();
         slot.requests = msg.requests;
         slot.rss = msg.rss;
         this.checkRecycle(slot);
@@ -602,9 +905,36 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
   }
 
+  private onReady(slot: Slot): void {
+    clearTimeout(slot.readyTimer);
+    slot.state = 'ready';
+    slot.readyAt = Date.now();
+    slot.lastBeat = performance.now();
+    if (slot.extra) {
+      slot.extra = false;
+      this.desired++;
+    }
+    this.log.info('worker ready', {
+      worker: slot.id,
+      worker_pid: slot.pid,
+      ms: slot.readyAt - slot.forkedAt,
+    });
+    this.settle(slot, 'ready');
+    this.emit('workers', this.readyCount());
+    if (this.phase === 'booting' && this.readyCount() >= this.desired) {
+      this.setPhase('running');
+      this.log.info(
+        `ready: ${this.readyCount()}/${this.desired} workers on ${this.settings.SERVICE_HOST}:${this.settings.SERVICE_PORT}`,
+      );
+      this.emit('ready', this.readyCount());
+      this.ensureSpares();
+    }
+  }
+
   private checkRecycle(slot: Slot): void {
     if (slot.state !== 'ready' || slot.retired || slot.recycling || this.phase !== 'running')
       return;
+    if (performance.now() < slot.recycleNotBefore) return;
     const maxMb = this.settings.SERVICE_MAX_MEMORY_MB;
     let reason: 'memory' | 'requests' | undefined;
     if (slot.maxRequests > 0 && slot.requests >= slot.maxRequests) reason = 'requests';
@@ -616,19 +946,30 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   private checkHeartbeats(): void {
     if (this.phase === 'stopping') return;
-    const now = Date.now();
+    const now = performance.now();
+    const gap = now - this.lastHeartbeatCheck;
+    this.lastHeartbeatCheck = now;
+    if (checkWasLate(gap, HEARTBEAT_CHECK_MS)) {
+      // The primary did not run either (the group paused, a VM suspended): nobody's silence in
+      // that time means anything. Every worker gets a full timeout from now.
+      this.log.warn(
+        `the supervisor did not run for ${Math.round(gap)} ms (paused or suspended?); heartbeat deadlines restarted`,
+      );
+      for (const s of this.slots.values()) s.lastBeat = now;
+      return;
+    }
     const timeout = this.settings.SERVICE_WORKER_TIMEOUT;
     for (const slot of this.slots.values()) {
       if (slot.state !== 'ready' || slot.retired || now - slot.lastBeat <= timeout) continue;
       this.log.error('worker hung: no heartbeat, killing and replacing it', {
         worker: slot.id,
         worker_pid: slot.pid,
-        silent_ms: now - slot.lastBeat,
+        silent_ms: Math.round(now - slot.lastBeat),
       });
       slot.state = 'draining';
       this.kill(slot, 'hung', 'SIGTERM');
       this.emit('restart', 'hung');
-      this.spawn('hung');
+      this.fillSeats(0);
     }
   }
 
@@ -644,10 +985,6 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.settle(slot, 'failed');
     this.emit('workers', this.readyCount());
 
-    if (slot.purpose === 'spare' && this.phase !== 'stopping') {
-      this.onSpareExit(slot, desc, meta);
-      return;
-    }
     if (this.phase === 'stopping') {
       const clean = slot.retired === 'stop' && code === 0;
       if (slot.retired === 'stop' && !clean) this.exitCode = this.exitCode || 1;
@@ -655,65 +992,38 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.finishIfEmpty();
       return;
     }
+    if (slot.purpose === 'spare') {
+      if (slot.retired) this.log.debug(`spare worker ${slot.id} ${desc}`, meta);
+      else
+        this.spareFailed(
+          slot.state === 'standby' ? desc : `failed to boot: ${slot.bootError ?? desc}`,
+          meta,
+        );
+      return;
+    }
     if (slot.retired && slot.retired !== 'killed') {
       const level = slot.retired === 'hung' ? 'warn' : 'info';
       this.log.log(level, `worker ${slot.id} ${desc} (${slot.retired})`, meta);
+      this.fillSeats(0);
       return;
     }
     if (!wasReady) {
       const why = slot.bootError ?? desc;
-      if (slot.purpose === 'reload' || slot.purpose === 'scale' || slot.purpose === 'recycle') {
-        this.log.error(`worker ${slot.id} failed to boot: ${why}`, meta);
+      if (this.phase === 'booting') {
+        this.halt(3, `worker ${slot.id} failed to boot: ${why}; stopping (exit 3)`, false);
         return;
       }
-      this.halt(3, `worker ${slot.id} failed to boot: ${why}; stopping (exit 3)`, false);
+      // While running, a worker that cannot boot is a crash of its seat, if it had one: a reload,
+      // scale-up or recycle worker whose predecessor still serves costs nothing but the attempt.
+      if (this.desired - this.seatsTaken() > 0) {
+        this.seatLost(0, `worker ${slot.id} (${slot.purpose}) failed to boot: ${why}`, meta);
+      } else {
+        this.log.error(`worker ${slot.id} (${slot.purpose}) failed to boot: ${why}`, meta);
+      }
       return;
     }
-    // A ready worker died without being asked to: a crash.
-    const d = this.crashes.record(Date.now(), Date.now() - slot.readyAt);
-    this.emit('restart', 'crash');
-    if (d.budgetExceeded) {
-      this.log.error(`worker ${slot.id} ${desc}`, meta);
-      this.halt(
-        4,
-        `crash budget exceeded: ${d.recent} unstable restarts within ${this.settings.SERVICE_CRASH_WINDOW} ms (budget ${this.settings.SERVICE_CRASH_BUDGET}); stopping (exit 4)`,
-        true,
-      );
-      return;
-    }
-    this.log.error(
-      `worker ${slot.id} ${desc}; replacing it${d.delayMs ? ` in ${d.delayMs} ms` : ''}`,
-      {
-        ...meta,
-        streak: d.streak,
-      },
-    );
-    if (d.delayMs === 0) {
-      this.spawn('replace');
-      return;
-    }
-    const t = setTimeout(() => {
-      this.restartTimers.delete(t);
-      if (this.phase !== 'stopping') this.spawn('replace');
-    }, d.delayMs);
-    this.restartTimers.add(t);
-  }
-
-  /** A spare ended before it was needed: expected after a reload, else counted and replaced. */
-  private onSpareExit(slot: Slot, desc: string, meta: Record<string, unknown>): void {
-    if (slot.retired) {
-      this.log.debug(`spare worker ${slot.id} ${desc}`, meta);
-      return;
-    }
-    this.spareFailures++;
-    const why = slot.state === 'standby' ? desc : `failed to boot: ${slot.bootError ?? desc}`;
-    if (this.spareFailures > 3) {
-      this.log.error(`spare worker ${slot.id} ${why}; no more spares until the next reload`, meta);
-      return;
-    }
-    this.log.warn(`spare worker ${slot.id} ${why}; forking another`, meta);
-    clearTimeout(this.spareTimer);
-    this.spareTimer = setTimeout(() => this.ensureSpares(), 500 * 2 ** this.spareFailures);
-    this.spareTimer.unref();
+    // A ready worker died without being asked to: a crash. A successor booting for it (reload,
+    // recycle) takes its seat.
+    this.seatLost(Date.now() - slot.readyAt, `worker ${slot.id} ${desc}`, meta);
   }
 }

@@ -32,14 +32,25 @@ export function runPrimary(opts: LoadOptions): void {
     config,
     reloadConfig: () => loadConfig(opts),
     exit: (code) => {
-      if (pidFile) removePidFile(pidFile);
+      try {
+        if (pidFile) removePidFile(pidFile);
+      } catch (err) {
+        logger.warn(`cannot remove the pid file ${pidFile}`, { err });
+      }
       process.exit(code);
     },
   });
   const pidFile = settings.SERVICE_PID_FILE;
   if (pidFile) {
-    const other = writePidFile(pidFile);
-    if (other) logger.warn(`pid file ${pidFile} named a live process (${other}); overwritten`);
+    try {
+      const other = writePidFile(pidFile);
+      if (other) logger.warn(`pid file ${pidFile} named a live process (${other}); overwritten`);
+    } catch (err) {
+      logger.warn(
+        `cannot write the pid file ${pidFile}; \`astron-agent reload\`/\`stop\` will not find this service`,
+        { err },
+      );
+    }
   }
   const notifier = createNotifier(logger);
   if (notifier) {
@@ -54,7 +65,7 @@ export function runPrimary(opts: LoadOptions): void {
   }
   for (const n of metricsNotices(settings)) logger.warn(n);
   if (settings.METRICS_ENABLE) startClusterMetrics({ pool, settings, logger });
-  installSignals(pool);
+  installSignals(pool, logger);
   pool.start();
   if (settings.SERVICE_RELOAD) {
     watchForReload(pool, logger, config.file.path).catch((err: unknown) =>

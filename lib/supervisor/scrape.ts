@@ -34,6 +34,7 @@ import {
 } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
 import { bearerOk, type ScrapeResult } from '../telemetry/metrics.js';
+import { guarded } from './guard.js';
 import type { Pool } from './pool.js';
 
 type Value = MetricJson['values'][number];
@@ -356,7 +357,7 @@ export function startClusterMetrics({
     return rendering;
   };
 
-  const onMessage = (worker: Worker, msg: unknown): void => {
+  const onMessage = guarded(logger, 'a metrics message', (worker: Worker, msg: unknown): void => {
     if (!isMetricsWorkerMessage(msg)) return;
     if (msg.t === 'metrics-snapshot') {
       scraper.onSnapshot(worker.id, msg);
@@ -370,8 +371,8 @@ export function startClusterMetrics({
         // The asking worker is gone.
       }
     });
-  };
-  const onExit = (worker: Worker): void => {
+  });
+  const onExit = guarded(logger, 'the metrics exit handler', (worker: Worker): void => {
     const id = worker.id;
     if (!worker.isConnected()) {
       scraper.onGone(id);
@@ -382,10 +383,10 @@ export function startClusterMetrics({
       clearTimeout(t);
       scraper.onGone(id);
     };
-    const t = setTimeout(gone, 2000);
+    const t = setTimeout(guarded(logger, 'a departed worker', gone), 2000);
     t.unref();
-    worker.once('disconnect', gone);
-  };
+    worker.once('disconnect', guarded(logger, 'a departed worker', gone));
+  });
   cluster.on('message', onMessage);
   cluster.on('exit', onExit);
 
@@ -411,27 +412,38 @@ function serveMetricsPort(
   render: () => Promise<ScrapeResult>,
 ): http.Server {
   const token = settings.METRICS_TOKEN;
-  const server = http.createServer((req, res) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"detail":"Not Found"}');
-      return;
-    }
-    if (token && !bearerOk(req.headers.authorization, token)) {
-      res
-        .writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer' })
-        .end('unauthorized\n');
-      return;
-    }
-    void render().then((r) => {
-      res.writeHead(r.status, {
-        'Content-Type': r.contentType,
-        'Content-Length': Buffer.byteLength(r.body),
-        'Cache-Control': 'no-store',
-      });
-      res.end(req.method === 'HEAD' ? undefined : r.body);
-    });
-  });
+  const server = http.createServer(
+    guarded(
+      logger,
+      'the METRICS_PORT handler',
+      (req: http.IncomingMessage, res: http.ServerResponse) => {
+        const path = (req.url ?? '').split('?')[0];
+        if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+          res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"detail":"Not Found"}');
+          return;
+        }
+        if (token && !bearerOk(req.headers.authorization, token)) {
+          res
+            .writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer' })
+            .end('unauthorized\n');
+          return;
+        }
+        void render()
+          .then((r) => {
+            res.writeHead(r.status, {
+              'Content-Type': r.contentType,
+              'Content-Length': Buffer.byteLength(r.body),
+              'Cache-Control': 'no-store',
+            });
+            res.end(req.method === 'HEAD' ? undefined : r.body);
+          })
+          .catch((err: unknown) => {
+            logger.error('metrics answer failed', { err });
+            res.destroy();
+          });
+      },
+    ),
+  );
   server.on('error', (err) =>
     logger.error(`METRICS_PORT ${settings.METRICS_PORT}: cannot serve metrics`, { err }),
   );

@@ -1,11 +1,13 @@
 // OS signals -> commands queued for the pool. Nothing here changes the pool's state itself.
+import type { Logger } from '../telemetry/logger.js';
+import { guarded } from './guard.js';
 import type { Command } from './pool.js';
 
 export interface CommandSink {
   enqueue(cmd: Command): void;
 }
 
-export function installSignals(pool: CommandSink): () => void {
+export function installSignals(pool: CommandSink, log: Logger): () => void {
   const handlers: [NodeJS.Signals, () => void][] = [
     ['SIGTERM', () => pool.enqueue({ kind: 'stop', signal: 'SIGTERM' })],
     ['SIGINT', () => pool.enqueue({ kind: 'stop', signal: 'SIGINT' })],
@@ -14,8 +16,11 @@ export function installSignals(pool: CommandSink): () => void {
     ['SIGTTIN', () => pool.enqueue({ kind: 'scale', delta: 1 })],
     ['SIGTTOU', () => pool.enqueue({ kind: 'scale', delta: -1 })],
   ];
-  for (const [sig, fn] of handlers) process.on(sig, fn);
+  const installed = handlers.map(
+    ([sig, fn]) => [sig, guarded(log, `the ${sig} handler`, fn)] as const,
+  );
+  for (const [sig, fn] of installed) process.on(sig, fn);
   return () => {
-    for (const [sig, fn] of handlers) process.off(sig, fn);
+    for (const [sig, fn] of installed) process.off(sig, fn);
   };
 }

@@ -3,6 +3,7 @@
 import { basename, dirname, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../telemetry/logger.js';
+import { guarded } from './guard.js';
 import type { CommandSink } from './signals.js';
 
 /** Changes closer together than this form one burst. */
@@ -42,20 +43,26 @@ export async function watchForReload(
   });
   let timer: NodeJS.Timeout | undefined;
   const changed = new Set<string>();
-  watcher.on('all', (event, path) => {
-    changed.add(path);
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      const files = [...changed];
-      changed.clear();
-      logger.info('files changed: rolling reload', {
-        files: files.slice(0, 10),
-        count: files.length,
-        event,
-      });
-      pool.enqueue({ kind: 'reload', reason: 'file change' });
-    }, DEBOUNCE_MS);
-  });
+  watcher.on(
+    'all',
+    guarded(logger, 'the file watcher', (event: string, path: string) => {
+      changed.add(path);
+      clearTimeout(timer);
+      timer = setTimeout(
+        guarded(logger, 'the reload debounce', () => {
+          const files = [...changed];
+          changed.clear();
+          logger.info('files changed: rolling reload', {
+            files: files.slice(0, 10),
+            count: files.length,
+            event,
+          });
+          pool.enqueue({ kind: 'reload', reason: 'file change' });
+        }),
+        DEBOUNCE_MS,
+      );
+    }),
+  );
   watcher.on('error', (err) => logger.warn('file watcher error', { err }));
   await new Promise<void>((r) => watcher.once('ready', () => r()));
   logger.info('watching for changes (SERVICE_RELOAD=true)', { paths });

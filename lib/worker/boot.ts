@@ -5,6 +5,7 @@ import { validateSettings } from '../config/settings.js';
 import { createHttpService } from '../http/server.js';
 import type { AppDeps } from '../http/deps.js';
 import {
+  drainDeadlines,
   isPrimaryMessage,
   WS_CLOSE_GOING_AWAY,
   WS_CLOSE_SERVICE_RESTART,
@@ -126,14 +127,23 @@ export async function bootWorker(): Promise<void> {
       deps.lifecycle.stopping = reason === 'stop';
       logger.info('draining', { reason });
       const code = reason === 'stop' ? WS_CLOSE_GOING_AWAY : WS_CLOSE_SERVICE_RESTART;
-      const clean = await http.drain(code, timeoutMs);
+      // Requests get the deadline minus a cleanup margin, so that a drain that ends in time also
+      // closes the store, delivers its final metrics and flushes OTLP before the primary's kill.
+      const { requestsMs, cleanupMs } = drainDeadlines(timeoutMs);
+      const clean = await http.drain(code, requestsMs);
+      const cleanupEnd = Date.now() + cleanupMs;
+      const left = () => Math.max(0, cleanupEnd - Date.now());
+      // Last values to the primary first (cluster counters stay exact; it takes a millisecond).
+      await deps.metrics?.sendFinal(Math.min(1000, left()));
       // Connections to MySQL/Redis and the SQLite file close after the last request is answered.
-      await Promise.race([botStore.close(), new Promise((r) => setTimeout(r, 2000).unref())]).catch(
-        (err: unknown) => logger.warn('bot config store did not close cleanly', { err }),
-      );
-      // Last values: to the primary (cluster counters stay exact) and one more OTLP export.
-      await deps.metrics?.sendFinal();
-      await (await otlp)?.shutdown(settings.OTLP_METRIC_EXPORT_TIMEOUT_MILLIS);
+      const closeStore = botStore
+        .close()
+        .catch((err: unknown) => logger.warn('bot config store did not close cleanly', { err }));
+      const flushOtlp = otlp?.then((o) => o?.shutdown(left()));
+      await Promise.race([
+        Promise.allSettled([closeStore, flushOtlp]),
+        new Promise((r) => setTimeout(r, left()).unref()),
+      ]);
       logger.info(clean ? 'drained, exiting' : 'drain deadline reached, exiting', { reason });
       clearInterval(beat);
       process.exit(clean ? 0 : 1);
