@@ -1,7 +1,7 @@
 // Drives the real CLI (dist/bin/agent.js) as a child process on a free port, in its own
 // temporary working directory, and reads its JSON log lines.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -38,6 +38,8 @@ export interface RunOptions {
   /** Written to config.env in the working directory. */
   configText?: string;
   cwd?: string;
+  /** Its own process group (pgid = the primary's pid), e.g. to stop the whole group. */
+  detached?: boolean;
 }
 
 export class Service {
@@ -47,6 +49,7 @@ export class Service {
   readonly logs: LogLine[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private listeners: (() => void)[] = [];
+  readonly detached: boolean;
 
   constructor(
     readonly port: number,
@@ -64,10 +67,12 @@ export class Service {
     // An empty SERVICE_* value in opts.env means "leave it unset" (so config.env decides).
     for (const [k, v] of Object.entries(opts.env ?? {}))
       if (v === '' && k.startsWith('SERVICE_')) delete env[k];
+    this.detached = opts.detached === true;
     this.proc = spawn(process.execPath, [CLI, ...(opts.args ?? ['start'])], {
       cwd,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: opts.detached === true,
     });
     const collect = (into: string[], parse: boolean) => {
       let buf = '';
@@ -154,10 +159,44 @@ export class Service {
     return [...live.values()];
   }
 
+  /** Worker pids: the primary's child processes, as the kernel sees them. */
+  childPids(): number[] {
+    const pid = this.proc.pid;
+    if (pid === undefined) return [];
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Log lines (from `from` on) whose message matches. */
+  count(re: RegExp, from = 0): number {
+    return this.logs.slice(from).filter((l) => re.test(l.message ?? '')).length;
+  }
+
+  get alive(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
   async stop(
     signal: NodeJS.Signals = 'SIGTERM',
     timeoutMs = 20000,
   ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.detached && signal === 'SIGKILL') {
+      // The group we created: workers stopped with it must not outlive the test.
+      for (const sig of ['SIGCONT', 'SIGKILL'] as const) {
+        try {
+          process.kill(-this.proc.pid!, sig);
+        } catch {
+          // already gone
+        }
+      }
+    }
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
     const t = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
     try {
@@ -264,3 +303,16 @@ export function request(
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 50 ms until it holds; throws with `what` after `timeoutMs`. */
+export async function waitUntil(
+  cond: () => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
