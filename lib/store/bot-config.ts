@@ -13,7 +13,7 @@ import {
   str,
   type Infer,
   type Schema,
-} from '../http/validation.js';
+} from '../schema/schema.js';
 
 const strList = () => optional(list(str()), () => [] as string[]);
 

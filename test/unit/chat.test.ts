@@ -40,7 +40,8 @@ import { chatMessages } from '../../lib/agent/runners/chat.js';
 import { createChatService, finalStatus, RET_CLIENT_CLOSED } from '../../lib/agent/service.js';
 import { BotSkKeyResolver } from '../../lib/agent/app-auth.js';
 import { KnowledgeClient } from '../../lib/agent/knowledge.js';
-import { RequestValidationError } from '../../lib/http/validation.js';
+import { RequestValidationError } from '../../lib/schema/schema.js';
+import { decodeBody } from '../../lib/http/body.js';
 import { botConfigSchema } from '../../lib/store/bot-config.js';
 
 const H: [string, string][] = [['x-consumer-username', 'app1']];
@@ -98,9 +99,10 @@ describe('chat request validation (spec 3.1, 3.4)', () => {
   });
 
   it('raw bodies: JSON errors first (at the code-point offset), JSON null is no body, bad UTF-8 is HTTP 400', () => {
+    // The HTTP routes decode the body (lib/http/body.ts), then validate the decoded value.
     const raw = (s: string | Buffer, headers = H) =>
       validateCompletion(
-        { raw: Buffer.isBuffer(s) ? s : Buffer.from(s), contentType: 'application/json' },
+        { parsed: decodeBody(Buffer.isBuffer(s) ? s : Buffer.from(s), 'application/json') },
         headers,
       );
     expect(issue(() => raw('{"messages": "é', []))).to.equal('json_invalid, 13, JSON decode error');
