@@ -194,9 +194,3 @@ export function fromRow(row: BotConfigRow): BotConfig {
     throw err;
   }
 }
-
-/** `YYYY-MM-DD HH:MM:SS` in local time, as the original's `datetime.now()`. */
-export function localDateTime(d = new Date()): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}

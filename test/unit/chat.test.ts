@@ -19,7 +19,8 @@ import {
   type ChatChunk,
 } from '../../lib/agent/chunks.js';
 import { AgentError, CODES } from '../../lib/agent/errors.js';
-import { EMPTY_HISTORY, formatNow, renderHistory, splitQuestion } from '../../lib/agent/history.js';
+import { EMPTY_HISTORY, renderHistory, splitQuestion } from '../../lib/agent/history.js';
+import { formatNow } from '../../lib/schema/datetime.js';
 import {
   expandReferences,
   knowledgeEvent,
