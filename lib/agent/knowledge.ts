@@ -1,7 +1,7 @@
 // Knowledge retrieval before a run (spec 7.3) over the knowledge service's chunk query (spec 8.4):
 // the query, reference expansion, grouping by document, the prompt text and the knowledge chunk.
 // Both modes: OpenAPI (one query from the bot config) and custom (one query per knowledge item,
-// concurrently; the custom endpoint of the next issue uses it).
+// concurrently, for the custom endpoint).
 import { isPlainObject } from '../schema/object.js';
 import { pyJson, type RunnerEvent, type ToolCall } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
