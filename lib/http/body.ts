@@ -1,7 +1,7 @@
 // Reading a request as FastAPI reads it: the raw body (up to SERVICE_MAX_BODY_SIZE, else 413
 // from the error handler), its media type, UTF-8 and JSON decoding, and the header values. The
 // schemas that check the decoded value live in lib/schema/; the domain's request checks in
-// lib/agent/ receive the decoded value, never bytes.
+// lib/agent/ receive what decodeBody gives, so they never parse JSON or UTF-8 themselves.
 import express, { type RequestHandler, type Response } from 'express';
 import { validationBody } from '../agent/chunks.js';
 import { parseJson } from '../schema/json.js';
