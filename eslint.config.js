@@ -26,20 +26,11 @@ export default tseslint.config(
         'error',
         { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
       ],
-      'no-restricted-imports': 'off',
     },
   },
   {
     files: ['**/*.cjs'],
     languageOptions: { sourceType: 'commonjs' },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
-  },
-  {
-    files: ['lib/http/**/*.ts', 'lib/agent/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { paths: ['node:cluster', 'cluster'] }] },
-  },
-  {
-    files: ['lib/supervisor/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { paths: ['express', 'ws'] }] },
   },
 );

@@ -1,4 +1,5 @@
 // Every message between the primary and its workers, in one place.
+import { isPlainObject } from './schema/object.js';
 
 /** Why a worker is asked to drain; decides its WebSocket close code and its /health answer. */
 export type DrainReason = 'stop' | 'reload' | 'scale' | 'recycle';
@@ -15,19 +16,15 @@ export type PrimaryToWorker =
   /** A spare worker: listen now, then report ready. */
   | { t: 'activate' };
 
-function isObject(m: unknown): m is Record<string, unknown> {
-  return typeof m === 'object' && m !== null;
-}
-
 export function isWorkerMessage(m: unknown): m is WorkerToPrimary {
   return (
-    isObject(m) &&
+    isPlainObject(m) &&
     (m.t === 'ready' || m.t === 'standby' || m.t === 'boot-error' || m.t === 'heartbeat')
   );
 }
 
 export function isPrimaryMessage(m: unknown): m is PrimaryToWorker {
-  return isObject(m) && (m.t === 'drain' || m.t === 'activate');
+  return isPlainObject(m) && (m.t === 'drain' || m.t === 'activate');
 }
 
 /**
@@ -71,9 +68,9 @@ export type MetricsPrimaryToWorker =
   | { t: 'metrics-result'; id: number; status: number; contentType: string; body: string };
 
 export function isMetricsWorkerMessage(m: unknown): m is MetricsWorkerToPrimary {
-  return isObject(m) && (m.t === 'metrics-scrape' || m.t === 'metrics-snapshot');
+  return isPlainObject(m) && (m.t === 'metrics-scrape' || m.t === 'metrics-snapshot');
 }
 
 export function isMetricsPrimaryMessage(m: unknown): m is MetricsPrimaryToWorker {
-  return isObject(m) && (m.t === 'metrics-collect' || m.t === 'metrics-result');
+  return isPlainObject(m) && (m.t === 'metrics-collect' || m.t === 'metrics-result');
 }

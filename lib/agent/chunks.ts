@@ -1,5 +1,7 @@
 // The wire objects of the chat endpoints (spec 4): the chunk object of 4.1, the stop chunk, the
-// SSE framing of 4.2 and the non-streaming aggregation of 4.4. Pure: no I/O, no express.
+// SSE framing of 4.2, the non-streaming aggregation of 4.4 and the 40002 body of 3.4. Pure: no
+// I/O, no express.
+import type { RequestValidationError } from '../schema/schema.js';
 import { CODES } from './errors.js';
 
 /** A tool call as the chunk carries it (spec 4.1): `arguments` and `response` are JSON text. */
@@ -109,6 +111,28 @@ export function eventChunk(sid: string, ev: RunnerEvent, now = Date.now()): Chat
 /** The final chunk (spec 4.2 step 3): always sent, also after an error; model "". */
 export function stopChunk(sid: string, code: number, message: string, now = Date.now()): ChatChunk {
   return chunk(sid, '', {}, 'stop', code, message, now);
+}
+
+/**
+ * The 40002 answer of spec 3.4 (HTTP 200, application/json, never SSE; also the bot-config
+ * endpoint's): a chunk without choices whose message is the issue; `created` is in seconds here,
+ * unlike the chunks of a run (milliseconds).
+ */
+export function validationBody(err: RequestValidationError, sid: string, nowMs = Date.now()) {
+  return {
+    id: sid,
+    choices: [],
+    created: Math.floor(nowMs / 1000),
+    model: '',
+    object: 'chat.completion.chunk',
+    service_tier: null,
+    system_fingerprint: null,
+    usage: null,
+    code: CODES.VALIDATION.code,
+    message: err.message,
+    logs: [],
+    knowledge_metadata: [],
+  };
 }
 
 // ---- SSE (spec 4.2) ----------------------------------------------------------------------------

@@ -2,20 +2,20 @@
 // schema and validation (spec 3.4), and its build phase (spec 7.1, custom): one model (key from
 // model_config.api_key, else the key resolver), the plugins, the knowledge items (queried
 // concurrently), then the runner: no plugins -> chat runner; any plugin -> ReAct runner with
-// max_loop_count. Transport-neutral (the HTTP route hands over raw bytes and header values).
+// max_loop_count. Transport-neutral (the HTTP route hands over the decoded body and header values).
+import { isPlainObject } from '../schema/object.js';
 import {
   any,
   bool,
   dict,
   int,
-  isPlainObject,
   list,
   model,
   optional,
   str,
   type Infer,
   type Schema,
-} from '../http/validation.js';
+} from '../schema/schema.js';
 import type { KeyResolver } from './app-auth.js';
 import type { RunnerEvent } from './chunks.js';
 import { splitQuestion } from './history.js';
@@ -31,7 +31,13 @@ import {
   type PluginRequest,
   type PluginSettings,
 } from './plugins/index.js';
-import { validateChatRequest, type BodyInput } from './request.js';
+import {
+  defaultMetaData,
+  messageSchema,
+  metaDataSchema,
+  validateChatRequest,
+  type BodyInput,
+} from './request.js';
 import { chatRunner } from './runners/chat.js';
 import { reactRunner } from './runners/react.js';
 import type { RunContext, Runner, RunnerInputs } from './runners/types.js';
@@ -52,12 +58,6 @@ function strOrDict(): Schema<string | Record<string, unknown>> {
 }
 
 const strList = () => optional(list(str()), () => [] as string[]);
-
-const messageSchema = model({ role: str(), content: str() });
-const metaDataSchema = model({
-  caller: optional(str(), () => 'chat_open_api'),
-  caller_sid: optional(str(), () => ''),
-});
 
 const modelConfigSchema = model({
   domain: str(),
@@ -93,7 +93,7 @@ export const customCompletionSchema = model({
   uid: optional(str({ maxLength: 64 }), () => ''),
   messages: list(messageSchema),
   stream: optional(bool(), () => false),
-  meta_data: optional(metaDataSchema, () => ({ caller: 'chat_open_api', caller_sid: '' })),
+  meta_data: optional(metaDataSchema, defaultMetaData),
   model_config: modelConfigSchema,
   instruction: optional(instructionSchema, () => ({ reasoning: '', answer: '' })),
   plugin: optional(pluginSchema, () => ({

@@ -22,16 +22,6 @@ function titleCase(word: string): string {
     .replace(/(^|[^a-z])([a-z])/g, (_m, pre: string, c: string) => pre + c.toUpperCase());
 }
 
-const pad = (n: number) => String(n).padStart(2, '0');
-
-/** Local time as `YYYY-MM-DD HH:MM:SS` (the `{now}` placeholder). */
-export function formatNow(d = new Date()): string {
-  return (
-    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
-  );
-}
-
 /** The runners' common inputs (spec 7.1): the last message is the question, the rest history. */
 export function splitQuestion(messages: readonly ChatMessage[]): {
   question: string;

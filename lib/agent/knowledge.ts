@@ -1,7 +1,8 @@
 // Knowledge retrieval before a run (spec 7.3) over the knowledge service's chunk query (spec 8.4):
 // the query, reference expansion, grouping by document, the prompt text and the knowledge chunk.
 // Both modes: OpenAPI (one query from the bot config) and custom (one query per knowledge item,
-// concurrently; the custom endpoint of the next issue uses it).
+// concurrently, for the custom endpoint).
+import { isPlainObject } from '../schema/object.js';
 import { pyJson, type RunnerEvent, type ToolCall } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { RunAbortedError } from './llm.js';
@@ -83,8 +84,6 @@ export interface KnowledgeResult {
 
 export const NO_KNOWLEDGE: KnowledgeResult = { metadataList: [], text: '' };
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 const asText = (v: unknown): string =>
   typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v);
 
@@ -98,10 +97,10 @@ export function expandReferences(
   references: unknown,
   mode: 'openapi' | 'custom',
 ): string {
-  if (!isObject(references)) return content;
+  if (!isPlainObject(references)) return content;
   let out = content;
   for (const [key, ref] of Object.entries(references)) {
-    if (isObject(ref)) {
+    if (isPlainObject(ref)) {
       if (ref.format === 'image') out = out.split(`<${key}>`).join(`![alt](${asText(ref.link)})`);
       else if (ref.format === 'table')
         out = out.split(`<${key}>`).join(`\n${asText(ref.content)}\n`);
@@ -120,10 +119,10 @@ export function processResults(
   const byDoc = new Map<string, MetadataItem>();
   const contexts: string[] = [];
   for (const resp of responses) {
-    const data = isObject(resp) ? resp.data : undefined;
-    const results = isObject(data) && Array.isArray(data.results) ? data.results : [];
+    const data = isPlainObject(resp) ? resp.data : undefined;
+    const results = isPlainObject(data) && Array.isArray(data.results) ? data.results : [];
     for (const r of results) {
-      if (!isObject(r)) continue;
+      if (!isPlainObject(r)) continue;
       const content = expandReferences(asText(r.content), r.references, mode);
       const context = `${asText(r.title)}\n${content}`;
       const docId = asText(r.docId);

@@ -1,8 +1,8 @@
 // The build phase of /chat/completions (spec 7.1, "OpenAPI" mode) and runner selection:
 // pull the bot config (ownership checked), resolve the answer model's key, query knowledge
 // (the knowledge chunk comes first), pick a runner, run it. A bot without plugins is answered
-// by the chat runner; a bot with plugins goes to the `selectRunner` hook (the ReAct runner of
-// the next issue plugs in there).
+// by the chat runner; a bot with plugins goes to the `selectRunner` hook (the worker plugs the
+// ReAct runner in there).
 import type { BotConfig } from '../store/bot-config.js';
 import type { BotStore } from '../store/types.js';
 import type { RunnerEvent } from './chunks.js';

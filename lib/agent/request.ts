@@ -1,31 +1,32 @@
-// The chat request (spec 3.1) and its validation (spec 3.4), with pydantic's vocabulary from the
-// shared validation module. Transport-neutral: the HTTP route and the WebSocket protocol both
-// hand over a parsed body (or raw bytes) and the header values.
+// The chat request (spec 3.1) and its validation (spec 3.4), with pydantic's vocabulary from
+// lib/schema/. Transport-neutral: the HTTP routes (which decode the body first, lib/http/body.ts)
+// and the WebSocket protocol both hand over a decoded body and the header values.
+import { isPlainObject } from '../schema/object.js';
 import {
-  any,
   bool,
   fail,
-  isJsonContentType,
-  isPlainObject,
   list,
   model,
   optional,
-  parseJson,
   str,
-  validateBody,
   validateParams,
-  type Schema,
   type Infer,
-} from '../http/validation.js';
+  type Schema,
+} from '../schema/schema.js';
 
 export const APP_ID_HEADER = 'x-consumer-username';
 
-const messageSchema = model({ role: str(), content: str() });
+/** A message of `messages` (both chat requests). */
+export const messageSchema = model({ role: str(), content: str() });
 
-const metaDataSchema = model({
+/** `meta_data` (both chat requests). */
+export const metaDataSchema = model({
   caller: optional(str(), () => 'chat_open_api'),
   caller_sid: optional(str(), () => ''),
 });
+
+/** `meta_data` when the request has none. */
+export const defaultMetaData = () => ({ caller: 'chat_open_api', caller_sid: '' });
 
 /** `CompletionInputs` (spec 3.1): unknown fields ignored. */
 export const completionSchema = model({
@@ -34,7 +35,7 @@ export const completionSchema = model({
   uid: optional(str({ maxLength: 64 }), () => ''),
   messages: list(messageSchema),
   stream: optional(bool(), () => false),
-  meta_data: optional(metaDataSchema, () => ({ caller: 'chat_open_api', caller_sid: '' })),
+  meta_data: optional(metaDataSchema, defaultMetaData),
 });
 
 export type CompletionInputs = Infer<typeof completionSchema>;
@@ -74,37 +75,23 @@ export function checkMessages(messages: unknown): void {
     fail('literal_error', loc, 'messages must end with user type content');
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/** A request body as the transport got it: raw bytes (HTTP) or an already parsed value (WS). */
-export type BodyInput =
-  { raw: Buffer | undefined; contentType: string | undefined } | { parsed: unknown };
+/**
+ * A request body as the transport decoded it: the JSON value, raw bytes when the HTTP
+ * Content-Type was not JSON (they fail the model), undefined when there was none.
+ */
+export type BodyInput = { parsed: unknown };
 
 /**
- * Validates a chat-style request in the original's order: JSON decoding, the message-list
- * checks, the header, then the body fields against `schema`. Throws RequestValidationError
- * (40002) or BodyDecodeError. Shared by /chat/completions and /custom/chat/completions.
+ * Validates a chat-style request in the original's order (after the transport's JSON decoding):
+ * the message-list checks, the header, then the body fields against `schema`. Throws
+ * RequestValidationError (40002). Shared by /chat/completions and /custom/chat/completions.
  */
 export function validateChatRequest<T>(
   schema: Schema<T>,
   body: BodyInput,
   headers: Iterable<[string, string]>,
 ): { appId: string; inputs: T } {
-  let value: unknown;
-  if ('parsed' in body) value = body.parsed;
-  else if (body.raw !== undefined && body.raw.length > 0) {
-    if (isJsonContentType(body.contentType)) {
-      // validateBody gives the UTF-8 (400) and JSON (json_invalid) errors; parse without it only
-      // to keep a JSON null as "no body" (reported after the header, as FastAPI orders it).
-      let text: string | undefined;
-      try {
-        text = utf8.decode(body.raw);
-      } catch {
-        validateBody(any(), body.raw, body.contentType); // throws BodyDecodeError
-      }
-      value = parseJson(text ?? '', ['body']);
-    } else value = body.raw;
-  }
+  const value = body.parsed;
   if (isPlainObject(value)) checkMessages(value.messages);
   const header = validateParams(headerSchema, 'header', headers);
   if (value === undefined || value === null) fail('missing', ['body'], 'Field required');
@@ -118,16 +105,4 @@ export function validateCompletion(
   headers: Iterable<[string, string]>,
 ): { appId: string; inputs: CompletionInputs } {
   return validateChatRequest(completionSchema, body, headers);
-}
-
-/** Node's header object as name/value pairs (a repeated header's values joined, as Starlette's last wins is not reachable here). */
-export function headerEntries(
-  headers: Record<string, string | string[] | undefined>,
-): [string, string][] {
-  const out: [string, string][] = [];
-  for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined) continue;
-    out.push([k, Array.isArray(v) ? v[v.length - 1]! : v]);
-  }
-  return out;
 }

@@ -1,4 +1,4 @@
-// The chat service: what the HTTP route and the WebSocket protocol call. It runs a request's
+// The chat service: what the HTTP routes and the WebSocket protocol call. It runs a request's
 // events through the endpoint rules shared by every runner — one chunk per event, every id the
 // sid, errors stop the output and land in the stop chunk as "<message>,<sid>" (spec 4.3), a
 // client that went away gets nothing more and no stop chunk (D11) — and records the metrics of
@@ -53,7 +53,7 @@ export interface ChatRequest {
 export interface ChatService {
   /** Runs one /chat/completions request (OpenAPI mode) to its end. Never throws. */
   completions(req: ChatRequest, signal: AbortSignal, emit: Emit): Promise<ChatOutcome>;
-  /** Runs any event source through the same rules (the custom endpoint of the next issue). */
+  /** Runs any event source through the same rules (the custom endpoint's runs). */
   run(
     req: { sid: string; appId: string; uid: string; caller: string },
     signal: AbortSignal,

@@ -3,8 +3,6 @@
 // The original never increments `index` (defect D6), so two ids of one process in the same
 // millisecond collide; here `index` is a per-generator counter (16 bits, wrapping), which keeps
 // the layout and makes ids unique per process up to 65536 a millisecond.
-import dgram from 'node:dgram';
-import os from 'node:os';
 
 export interface SidOptions {
   /** SERVICE_SUB */
@@ -13,7 +11,7 @@ export interface SidOptions {
   location: string;
   /** SERVICE_PORT (the first two characters are used) */
   port: number | string;
-  /** The local IPv4 address (see detectLocalIp). */
+  /** The local IPv4 address (see detectLocalIp in lib/telemetry/host.ts). */
   ip: string;
   pid?: number;
   now?: () => number;
@@ -47,41 +45,4 @@ export class SidGenerator {
     const ts = hex(this.now(), 11).slice(-11);
     return `${this.prefix}${hex(index, 4)}@${this.location}${ts}${this.suffix}`;
   }
-}
-
-/**
- * The address of the interface that would route to 8.8.8.8 (a UDP "connect" sends nothing),
- * as the original does; falls back to the first non-internal IPv4 address, then 127.0.0.1.
- */
-export async function detectLocalIp(timeoutMs = 500): Promise<string> {
-  const viaRoute = await new Promise<string | null>((resolve) => {
-    const sock = dgram.createSocket('udp4');
-    const done = (ip: string | null) => {
-      clearTimeout(timer);
-      try {
-        sock.close();
-      } catch {
-        /* already closed */
-      }
-      resolve(ip);
-    };
-    const timer = setTimeout(() => done(null), timeoutMs);
-    sock.once('error', () => done(null));
-    try {
-      sock.connect(80, '8.8.8.8', () => {
-        try {
-          done(sock.address().address);
-        } catch {
-          done(null);
-        }
-      });
-    } catch {
-      done(null);
-    }
-  });
-  if (viaRoute && viaRoute !== '0.0.0.0') return viaRoute;
-  for (const list of Object.values(os.networkInterfaces())) {
-    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  return '127.0.0.1';
 }

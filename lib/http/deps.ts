@@ -1,6 +1,6 @@
 // What the HTTP layer is given. Built once per worker (lib/worker/), or by a test.
 import type { Settings } from '../config/settings.js';
-import type { SidGenerator } from '../agent/sid.js';
+import { SidGenerator } from '../agent/sid.js';
 import type { ChatService } from '../agent/service.js';
 import type { CustomDeps } from '../agent/custom.js';
 import type { BotStore } from '../store/types.js';
@@ -32,4 +32,20 @@ export interface AppDeps {
   chat?: ChatService;
   /** The workflow agent's plugins and knowledge client; with `chat`, the custom route is mounted. */
   custom?: CustomDeps;
+}
+
+/**
+ * The worker's sid generator; a test that builds an app without one gets a generator of its
+ * own (loopback address), one per route module.
+ */
+export function sidsFor(deps: AppDeps): SidGenerator {
+  return (
+    deps.sid ??
+    new SidGenerator({
+      sub: deps.settings.SERVICE_SUB,
+      location: deps.settings.SERVICE_LOCATION || 'src',
+      port: deps.settings.SERVICE_PORT,
+      ip: '127.0.0.1',
+    })
+  );
 }

@@ -9,15 +9,12 @@
 // once on one socket; a closed socket aborts them all (and their upstream requests).
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
-import type { ChatChunk } from '../agent/chunks.js';
+import { validationBody, type ChatChunk } from '../agent/chunks.js';
 import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
 import type { ChatService } from '../agent/service.js';
-import type { AppDeps } from './deps.js';
-import { sidsFor } from './routes/chat.js';
-import { RequestValidationError, validationBody } from './validation.js';
-
-/** Past this many buffered bytes a chunk waits for the socket (back-pressure). */
-const HIGH_WATER = 1 << 20;
+import { RequestValidationError } from '../schema/schema.js';
+import { sidsFor, type AppDeps } from './deps.js';
+import { sendWithBackpressure } from './stream.js';
 
 export interface WsChatSession {
   /** From the upgrade request; undefined = missing (each chat then answers 40002). */
@@ -46,23 +43,13 @@ function appIdOf(req: IncomingMessage): string | undefined {
   return new URLSearchParams((req.url ?? '').slice(q + 1)).get('app_id') ?? undefined;
 }
 
-function send(ws: WebSocket, msg: unknown): void | Promise<void> {
-  if (ws.readyState !== ws.OPEN) return;
-  const data = JSON.stringify(msg);
-  if (ws.bufferedAmount < HIGH_WATER) {
-    ws.send(data);
-    return;
-  }
-  return new Promise<void>((resolve) => ws.send(data, () => resolve()));
-}
-
 export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
   const chat = deps.chat;
   const sids = sidsFor(deps);
   const reasons = new Map<number, string>();
 
   const protocolError = (ws: WebSocket, requestId: unknown, code: number, message: string) =>
-    void send(ws, { type: 'error', request_id: requestId ?? null, code, message });
+    void sendWithBackpressure(ws, { type: 'error', request_id: requestId ?? null, code, message });
 
   const maybeClose = (ws: WebSocket, s: WsChatSession) => {
     if (s.closeCode !== undefined && s.running.size === 0 && ws.readyState === ws.OPEN) {
@@ -107,18 +94,18 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
       );
     } catch (err) {
       if (!(err instanceof RequestValidationError)) throw err;
-      void send(ws, { request_id: rid, chunk: validationBody(err, sid) });
-      void send(ws, { request_id: rid, done: true });
+      void sendWithBackpressure(ws, { request_id: rid, chunk: validationBody(err, sid) });
+      void sendWithBackpressure(ws, { request_id: rid, done: true });
       return;
     }
     const controller = new AbortController();
     s.running.set(rid, controller);
-    const emit = (c: ChatChunk) => send(ws, { request_id: rid, chunk: c });
+    const emit = (c: ChatChunk) => sendWithBackpressure(ws, { request_id: rid, chunk: c });
     void chat
       .completions({ sid, appId: parsed.appId, inputs: parsed.inputs }, controller.signal, emit)
       .then(
         (outcome) =>
-          void send(ws, {
+          void sendWithBackpressure(ws, {
             request_id: rid,
             done: true,
             ...(outcome.aborted ? { cancelled: true } : {}),

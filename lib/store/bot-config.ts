@@ -13,7 +13,7 @@ import {
   str,
   type Infer,
   type Schema,
-} from '../http/validation.js';
+} from '../schema/schema.js';
 
 const strList = () => optional(list(str()), () => [] as string[]);
 
@@ -94,9 +94,20 @@ export function withoutExtras(cfg: BotConfig): BotConfig {
   return out as BotConfig;
 }
 
-function describeIssue(err: RequestValidationError, what: string): string {
-  const { type, loc, msg } = err.issue;
-  return `1 validation error for ${what}: ${loc.join('.') || '(root)'}: ${msg} [type=${type}]`;
+/** Stored data (a cached value, a row) as a BotConfig; a shape that does not fit is a DataError. */
+function checkStored(value: unknown): BotConfig {
+  try {
+    return botConfigSchema.check(value, []);
+  } catch (err) {
+    if (err instanceof RequestValidationError) {
+      const { type, loc, msg } = err.issue;
+      const where = loc.join('.') || '(root)';
+      throw new DataError(`1 validation error for BotConfig: ${where}: ${msg} [type=${type}]`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
 }
 
 // ---- Redis value -----------------------------------------------------------------------------
@@ -113,13 +124,7 @@ export function fromCacheValue(text: string): BotConfig {
   } catch (err) {
     throw new AgentError(CODES.INVALID_BOT_CONFIG, undefined, { cause: err });
   }
-  try {
-    return botConfigSchema.check(value, []);
-  } catch (err) {
-    if (err instanceof RequestValidationError)
-      throw new DataError(describeIssue(err, 'BotConfig'), { cause: err });
-    throw err;
-  }
+  return checkStored(value);
 }
 
 // ---- SQL row ---------------------------------------------------------------------------------
@@ -186,17 +191,5 @@ export interface BotConfigRow {
 export function fromRow(row: BotConfigRow): BotConfig {
   const value: Record<string, unknown> = { app_id: String(row.app_id), bot_id: String(row.bot_id) };
   for (const col of JSON_COLUMNS) value[col] = decodeColumn(row[col], col);
-  try {
-    return botConfigSchema.check(value, []);
-  } catch (err) {
-    if (err instanceof RequestValidationError)
-      throw new DataError(describeIssue(err, 'BotConfig'), { cause: err });
-    throw err;
-  }
-}
-
-/** `YYYY-MM-DD HH:MM:SS` in local time, as the original's `datetime.now()`. */
-export function localDateTime(d = new Date()): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return checkStored(value);
 }

@@ -26,12 +26,12 @@ import type {
   ResultSetHeader,
   RowDataPacket,
 } from 'mysql2/promise';
+import { formatNow } from '../schema/datetime.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
   encodeColumns,
   fromRow,
   JSON_COLUMNS,
-  localDateTime,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -262,7 +262,7 @@ export class MysqlBotStore implements BotStore {
 
   private insertValues(cfg: BotConfig): string[] {
     const cols = encodeColumns(cfg, 'python');
-    const now = localDateTime();
+    const now = formatNow();
     return [
       this.ids.next().toString(),
       cfg.app_id,
@@ -323,7 +323,7 @@ export class MysqlBotStore implements BotStore {
     const cols = encodeColumns(cfg, 'python');
     const r = await this.query<ResultSetHeader>(this.updateSql, [
       ...JSON_COLUMNS.map((c) => cols[c]),
-      localDateTime(),
+      formatNow(),
       cfg.app_id,
       cfg.bot_id,
     ]);

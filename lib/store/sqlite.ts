@@ -9,12 +9,12 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
+import { formatNow } from '../schema/datetime.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
   encodeColumns,
   fromRow,
   JSON_COLUMNS,
-  localDateTime,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -130,7 +130,7 @@ export class SqliteBotStore implements BotStore {
         app_id: cfg.app_id,
         bot_id: cfg.bot_id,
         ...encodeColumns(cfg, 'plain'),
-        now: localDateTime(),
+        now: formatNow(),
       });
       return true;
     } catch (err) {
@@ -146,7 +146,7 @@ export class SqliteBotStore implements BotStore {
       app_id: cfg.app_id,
       bot_id: cfg.bot_id,
       ...encodeColumns(cfg, 'plain'),
-      now: localDateTime(),
+      now: formatNow(),
     });
     return r.changes > 0;
   }

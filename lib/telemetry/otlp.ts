@@ -7,7 +7,7 @@
 // the background: a dead or slow collector never delays a request; a
 // failed export is logged at warn at most once a minute.
 import { randomUUID } from 'node:crypto';
-import { hostname, networkInterfaces } from 'node:os';
+import { hostname } from 'node:os';
 import { ValueType, type HrTime } from '@opentelemetry/api';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
@@ -22,6 +22,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import type { Settings } from '../config/settings.js';
 import { version } from '../version.js';
+import { localIPv4 } from './host.js';
 import type { Logger } from './logger.js';
 import { CHAT_DURATION_BUCKETS_MS, type WorkerMetrics } from './metrics.js';
 
@@ -51,17 +52,6 @@ export class RateLimiter {
     this.last = t;
     return { ok: true, suppressed };
   }
-}
-
-/**
- * The `server_host` label: the first non-internal IPv4 address (the original asked the routing
- * table for 8.8.8.8 over UDP; reading the interfaces needs no socket).
- */
-export function localIPv4(): string {
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  return '127.0.0.1';
 }
 
 function hrTime(ms: number): HrTime {

@@ -13,7 +13,8 @@ import {
   type WorkerToPrimary,
 } from '../ipc.js';
 import { createLogger } from '../telemetry/logger.js';
-import { detectLocalIp, SidGenerator } from '../agent/sid.js';
+import { detectLocalIp } from '../telemetry/host.js';
+import { SidGenerator } from '../agent/sid.js';
 import { openBotStore } from '../store/index.js';
 import { chatServiceFrom } from '../agent/service.js';
 import { customDepsFrom } from '../agent/custom.js';

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { AgentError, CODES } from '../../lib/agent/errors.js';
-import { detectLocalIp, SidGenerator } from '../../lib/agent/sid.js';
+import { SidGenerator } from '../../lib/agent/sid.js';
+import { detectLocalIp } from '../../lib/telemetry/host.js';
 
 describe('agent errors (spec 5.1, 2.2)', () => {
   it('carries the declared code and text', () => {

@@ -19,7 +19,8 @@ import {
   type ChatChunk,
 } from '../../lib/agent/chunks.js';
 import { AgentError, CODES } from '../../lib/agent/errors.js';
-import { EMPTY_HISTORY, formatNow, renderHistory, splitQuestion } from '../../lib/agent/history.js';
+import { EMPTY_HISTORY, renderHistory, splitQuestion } from '../../lib/agent/history.js';
+import { formatNow } from '../../lib/schema/datetime.js';
 import {
   expandReferences,
   knowledgeEvent,
@@ -40,7 +41,8 @@ import { chatMessages } from '../../lib/agent/runners/chat.js';
 import { createChatService, finalStatus, RET_CLIENT_CLOSED } from '../../lib/agent/service.js';
 import { BotSkKeyResolver } from '../../lib/agent/app-auth.js';
 import { KnowledgeClient } from '../../lib/agent/knowledge.js';
-import { RequestValidationError } from '../../lib/http/validation.js';
+import { RequestValidationError } from '../../lib/schema/schema.js';
+import { decodeBody } from '../../lib/http/body.js';
 import { botConfigSchema } from '../../lib/store/bot-config.js';
 
 const H: [string, string][] = [['x-consumer-username', 'app1']];
@@ -98,9 +100,10 @@ describe('chat request validation (spec 3.1, 3.4)', () => {
   });
 
   it('raw bodies: JSON errors first (at the code-point offset), JSON null is no body, bad UTF-8 is HTTP 400', () => {
+    // The HTTP routes decode the body (lib/http/body.ts), then validate the decoded value.
     const raw = (s: string | Buffer, headers = H) =>
       validateCompletion(
-        { raw: Buffer.isBuffer(s) ? s : Buffer.from(s), contentType: 'application/json' },
+        { parsed: decodeBody(Buffer.isBuffer(s) ? s : Buffer.from(s), 'application/json') },
         headers,
       );
     expect(issue(() => raw('{"messages": "é', []))).to.equal('json_invalid, 13, JSON decode error');

@@ -4,7 +4,8 @@ import { expect } from 'chai';
 import { validateSettings } from '../../lib/config/settings.js';
 import type { Logger } from '../../lib/telemetry/logger.js';
 import { createWorkerMetrics, HTTP_DURATION_BUCKETS } from '../../lib/telemetry/metrics.js';
-import { localIPv4, startOtlp } from '../../lib/telemetry/otlp.js';
+import { localIPv4 } from '../../lib/telemetry/host.js';
+import { startOtlp } from '../../lib/telemetry/otlp.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { freePort } from '../support/service.js';
 

@@ -19,7 +19,7 @@ import {
 import { mcpParameters } from '../../lib/agent/plugins/mcp.js';
 import { schemaTemplate } from '../../lib/agent/plugins/types.js';
 import { workflowCallBody, workflowFrame, workflowTool } from '../../lib/agent/plugins/workflow.js';
-import { RequestValidationError } from '../../lib/http/validation.js';
+import { RequestValidationError } from '../../lib/schema/schema.js';
 import { WEATHER_OP } from '../support/openapi.js';
 
 describe('link tools (spec 8.1)', () => {

@@ -1,25 +1,23 @@
 import { expect } from 'chai';
+import { validationBody } from '../../lib/agent/chunks.js';
+import { BodyDecodeError, isJsonContentType, validateBody } from '../../lib/http/body.js';
+import { parseJson } from '../../lib/schema/json.js';
 import {
   bool,
-  BodyDecodeError,
   codePointLength,
   float,
   formatIssue,
   int,
-  isJsonContentType,
   list,
   literal,
   model,
   nullable,
   optional,
-  parseJson,
   RequestValidationError,
   str,
-  validateBody,
   validateParams,
-  validationBody,
   type Schema,
-} from '../../lib/http/validation.js';
+} from '../../lib/schema/schema.js';
 
 /** The "type, loc, msg" message a schema gives for an input, or 'ok'. */
 function msg<T>(schema: Schema<T>, input: unknown, loc: (string | number)[] = ['body']): string {

@@ -212,9 +212,6 @@ export async function* readLines(body: AsyncIterable<Uint8Array>): AsyncGenerato
   if (buf !== '') yield buf;
 }
 
-export const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** Python truthiness of a decoded JSON value. */
 export function pyTruthy(v: unknown): boolean {
   if (v === null || v === undefined || v === false || v === 0 || v === '') return false;

@@ -3,12 +3,12 @@
 // query parameters and request-body leaves (nested objects flattened); a run assembles the
 // header, query and body maps (defaults, x-display / x-from rules, nested bodies rebuilt) and
 // posts them base64-encoded to the link service, whose whole answer is the observation.
+import { isPlainObject } from '../../schema/object.js';
 import { AgentError, CODES } from '../errors.js';
 import type { RunContext } from '../runners/types.js';
 import {
   b64Json,
   callJson,
-  isObject,
   pyJsonAscii,
   pyTruthy,
   type CallOptions,
@@ -57,7 +57,7 @@ export function schemaQueryUrl(base: string, appId: string, refs: readonly LinkT
 // ---- OpenAPI operation -> tool parameters ------------------------------------------------------
 
 type Json = Record<string, unknown>;
-const obj = (v: unknown): Json => (isObject(v) ? v : {});
+const obj = (v: unknown): Json => (isPlainObject(v) ? v : {});
 const has = (o: Json, k: string) => Object.hasOwn(o, k);
 /** Python's `x == 0` / `x == 1` for a decoded JSON value (False == 0, True == 1). */
 const pyEq = (v: unknown, n: 0 | 1) => v === n || v === (n === 1);
@@ -74,7 +74,7 @@ export function bodySchema(op: Json): Json {
 }
 
 function operationParameters(op: Json): Json[] {
-  return Array.isArray(op.parameters) ? op.parameters.filter(isObject) : [];
+  return Array.isArray(op.parameters) ? op.parameters.filter(isPlainObject) : [];
 }
 
 /** Query parameters the model fills in: `{description, type}` each, and the required names. */
@@ -182,7 +182,7 @@ export function runRequest(target: LinkRunTarget, op: Json, input: Json): Json {
 // ---- build -------------------------------------------------------------------------------------
 
 function parseDocument(schema: unknown, toolId: string): Json {
-  if (isObject(schema)) return schema;
+  if (isPlainObject(schema)) return schema;
   if (schema === undefined || schema === null || schema === '') return {};
   if (typeof schema !== 'string')
     throw new AgentError(CODES.INTERNAL, `link tool ${toolId}: schema is not an OpenAPI document`);
@@ -234,7 +234,7 @@ export async function buildLinkTools(
     const doc = parseDocument(it.schema, toolId);
     for (const pathItem of Object.values(obj(doc.paths))) {
       for (const op of Object.values(obj(pathItem))) {
-        if (!isObject(op)) continue;
+        if (!isPlainObject(op)) continue;
         const name = typeof op.operationId === 'string' ? op.operationId : '';
         const description = typeof op.description === 'string' ? op.description : '';
         const target: LinkRunTarget = {

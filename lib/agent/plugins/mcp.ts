@@ -10,11 +10,12 @@
 // past the deadline is 40027; a JSON-RPC error the server answers is the observation.
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { isPlainObject } from '../../schema/object.js';
 import { version } from '../../version.js';
 import { AgentError, CODES } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
 import type { RunContext } from '../runners/types.js';
-import { causeText, deadline, isObject, postJson, type PluginHttpClient } from './http.js';
+import { causeText, deadline, postJson, type PluginHttpClient } from './http.js';
 import { EMPTY_TOOLSET, makeTool, type Tool, type ToolParameters, type Toolset } from './types.js';
 
 export interface McpOptions {
@@ -28,14 +29,14 @@ export interface McpOptions {
 }
 
 type Json = Record<string, unknown>;
-const obj = (v: unknown): Json => (isObject(v) ? v : {});
+const obj = (v: unknown): Json => (isPlainObject(v) ? v : {});
 
 /** `inputSchema.properties` / `inputSchema.required` verbatim. */
 export function mcpParameters(inputSchema: unknown): ToolParameters {
   const s = obj(inputSchema);
   return {
     type: 'object',
-    properties: isObject(s.properties) ? s.properties : {},
+    properties: isPlainObject(s.properties) ? s.properties : {},
     required: Array.isArray(s.required) ? (s.required as string[]) : [],
   };
 }

@@ -4,12 +4,12 @@
 // `code != 0` (or without a code) are error frames and end the run as the observation; the
 // others carry content / reasoning_content, which the ReAct runner streams to the client while
 // the planner sees only the first frame. The deadline is per wait (the answer, then each frame).
+import { isPlainObject } from '../../schema/object.js';
 import { AgentError, CODES } from '../errors.js';
 import type { RunContext } from '../runners/types.js';
 import {
   callError,
   deadline,
-  isObject,
   postJson,
   readLines,
   type CallOptions,
@@ -28,7 +28,7 @@ export interface WorkflowOptions {
 }
 
 type Json = Record<string, unknown>;
-const obj = (v: unknown): Json => (isObject(v) ? v : {});
+const obj = (v: unknown): Json => (isPlainObject(v) ? v : {});
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
 /** The tool of one schema answer: name, description and the start node's outputs. */
@@ -62,7 +62,7 @@ export function workflowTool(
   for (const o of Array.isArray(outputs) ? outputs : []) {
     const out = obj(o);
     const name = str(out.name);
-    properties[name] = isObject(out.schema) ? out.schema : {};
+    properties[name] = isPlainObject(out.schema) ? out.schema : {};
     if (out.required === true) required.push(name);
   }
   return makeTool(

@@ -4,7 +4,8 @@
 // substitution ({now}, {instruct}, {knowledge}, {tools}, {tool_names}, {chat_history},
 // {question}, {scratchpad}, {steps}). The original's {r1_more} after "Begin!" is "" for every
 // model, so it is left out.
-import { formatNow, renderHistory, type ChatMessage } from '../history.js';
+import { formatNow } from '../../schema/datetime.js';
+import { renderHistory, type ChatMessage } from '../history.js';
 import type { LlmMessage } from '../llm.js';
 import { fill } from '../prompts.js';
 import type { Tool } from '../plugins/types.js';

@@ -2,7 +2,8 @@
 // prompt texts; every reasoning piece becomes a reasoning event, every content piece a content
 // event (model = the answer model's domain).
 import type { RunnerEvent } from '../chunks.js';
-import { formatNow, renderHistory } from '../history.js';
+import { formatNow } from '../../schema/datetime.js';
+import { renderHistory } from '../history.js';
 import type { LlmMessage } from '../llm.js';
 import { CHAT_SYSTEM_PROMPT, CHAT_USER_PROMPT, fill } from '../prompts.js';
 import type { RunContext, Runner, RunnerInputs } from './types.js';

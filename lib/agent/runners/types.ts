@@ -1,4 +1,4 @@
-// The runner interface shared by the chat runner (this issue) and the ReAct runner (next issue):
+// The runner interface shared by the chat runner and the ReAct runner:
 // a runner yields RunnerEvents (content, reasoning, tool calls); the endpoint layer frames them
 // (SSE, WebSocket, aggregation), builds the stop chunk, maps errors and records metrics.
 import type { RunnerEvent } from '../chunks.js';

@@ -3,21 +3,13 @@
 // body (spec 3.4) with HTTP 200, not the original's HTTP 500 (defect D1); POST and PUT answer
 // code 0 with the stored config (defect D2). The body is read (up to SERVICE_MAX_BODY_SIZE,
 // else 413 from the error handler) on POST and PUT only.
-import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { AgentError, CODES, DataError } from '../../agent/errors.js';
-import { SidGenerator } from '../../agent/sid.js';
+import { model, str, validateParams } from '../../schema/schema.js';
 import { botConfigSchema, type BotConfig } from '../../store/bot-config.js';
 import type { BotStore } from '../../store/types.js';
-import type { AppDeps } from '../deps.js';
-import {
-  BodyDecodeError,
-  model,
-  RequestValidationError,
-  str,
-  validateBody,
-  validateParams,
-  validationBody,
-} from '../validation.js';
+import { answerUnreadable, rawBody, validateBody } from '../body.js';
+import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
 
 export const BOT_CONFIG_PATH = '/agent/v1/bot-config';
@@ -41,15 +33,8 @@ function queryOf(req: Request): URLSearchParams {
 
 export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router {
   const store = deps.botStore;
-  const sids =
-    deps.sid ??
-    new SidGenerator({
-      sub: deps.settings.SERVICE_SUB,
-      location: deps.settings.SERVICE_LOCATION || 'src',
-      port: deps.settings.SERVICE_PORT,
-      ip: '127.0.0.1',
-    });
-  const readBody = express.raw({ type: () => true, limit: deps.settings.SERVICE_MAX_BODY_SIZE });
+  const sids = sidsFor(deps);
+  const readBody = rawBody(deps.settings.SERVICE_MAX_BODY_SIZE);
 
   const general = (res: Response, code: number, message: string, data: unknown = null) => {
     res.status(200).json({ code, message, data });
@@ -64,11 +49,8 @@ export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router 
         const data = await run(req);
         general(res, CODES.SUCCESS.code, CODES.SUCCESS.message, data);
       } catch (err) {
-        if (err instanceof RequestValidationError) {
-          res.status(200).json(validationBody(err, sid));
-        } else if (err instanceof BodyDecodeError) {
-          res.status(err.status).json({ detail: err.message });
-        } else if (err instanceof AgentError) {
+        if (answerUnreadable(res, err, sid)) return;
+        if (err instanceof AgentError) {
           if (err.code === CODES.REDIS_PING.code || err.code === CODES.BOT_CONFIG_DELETE.code) {
             deps.logger.warn(`bot-config ${op} refused: the cache could not be updated`, {
               sid,

@@ -4,13 +4,13 @@
 // part of the contract) and the SSE framing of spec 4.2: one-line JSON chunks, the stop chunk,
 // `data: [DONE]`. The workflow engine reads it line by line until `finish_reason: "stop"`.
 // A client that goes away aborts the run, its plugin calls and the upstream LLM request.
-import express, { Router, type Request, type Response } from 'express';
-import { SSE_DONE } from '../../agent/chunks.js';
+import { Router, type Request, type Response } from 'express';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
 import type { ChatService } from '../../agent/service.js';
-import type { AppDeps } from '../deps.js';
-import { abortOnClose, sidsFor, sseEmitter, validateOrAnswer } from './chat.js';
+import { rawBody } from '../body.js';
+import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
+import { abortOnClose, streamSse, validateOrAnswer } from '../stream.js';
 
 export const CUSTOM_CHAT_PATH = '/agent/v1/custom/chat/completions';
 
@@ -25,7 +25,6 @@ export function customChatRouter(
 ): Router {
   const { chat, custom } = deps;
   const sids = sidsFor(deps);
-  const readBody = express.raw({ type: () => true, limit: deps.settings.SERVICE_MAX_BODY_SIZE });
 
   const handler = async (req: Request, res: Response): Promise<void> => {
     const sid = sids.next();
@@ -33,23 +32,20 @@ export function customChatRouter(
     if (!parsed) return;
     const controller = abortOnClose(res);
     const { appId, inputs } = parsed;
-    res.writeHead(200, CUSTOM_STREAM_HEADERS);
-    res.flushHeaders();
-    const emit = sseEmitter(res);
-    const outcome = await chat.run(
-      { sid, appId, uid: inputs.uid, caller: inputs.meta_data.caller },
-      controller.signal,
-      (ctx) => runCustom(custom, inputs, ctx),
-      emit,
+    await streamSse(res, CUSTOM_STREAM_HEADERS, (emit) =>
+      chat.run(
+        { sid, appId, uid: inputs.uid, caller: inputs.meta_data.caller },
+        controller.signal,
+        (ctx) => runCustom(custom, inputs, ctx),
+        emit,
+      ),
     );
-    if (outcome.aborted) {
-      if (!res.destroyed) res.destroy();
-      return;
-    }
-    res.end(SSE_DONE);
   };
 
   const router = Router();
-  router.route('/').post(readBody, handler).all(methodNotAllowed('POST'));
+  router
+    .route('/')
+    .post(rawBody(deps.settings.SERVICE_MAX_BODY_SIZE), handler)
+    .all(methodNotAllowed('POST'));
   return router;
 }

@@ -50,7 +50,8 @@ export function metricsHandler(deps: AppDeps, metrics: WorkerMetrics) {
 
 /**
  * The `route` label of a request Express answered: the matched route's pattern (mount path +
- * route path, e.g. `/bot-config/:id`), never the raw URL; `unmatched` when no route matched.
+ * route path: every bot-config request is `/agent/v1/bot-config/`, whatever its query), never
+ * the raw URL; `unmatched` when no route matched.
  */
 export function routeLabel(req: IncomingMessage): string {
   const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };

@@ -1,4 +1,5 @@
-// Request validation with pydantic's vocabulary (spec 3.4), shared by every endpoint.
+// The schema toolkit: request validation with pydantic's vocabulary (spec 3.4), shared by every
+// endpoint and by the stores.
 //
 // A schema checks an input and returns the normalised value (lax conversions as pydantic's
 // Python mode: "3" -> 3 for an int, 1 -> true for a bool; defaults filled in; unknown keys of a
@@ -6,9 +7,12 @@
 // in declaration order (headers/query first, then body), as the original reports it. An issue
 // is `{type, loc, msg}` with pydantic's error types and texts; its client message is
 // `"<type>, <last loc element>, <msg>"`, answered as HTTP 200 with the 40002 chunk body of
-// spec 3.4 (validationBody).
+// spec 3.4 (validationBody in lib/agent/chunks.ts).
 //
-// Pure: no express, no I/O. lib/store uses the schemas to read stored configs too.
+// The ground floor: pure (no express, no I/O), it imports nothing of lib/ outside lib/schema/,
+// so http/, agent/ and store/ (which reads stored configs with it) can all depend on it.
+
+import { isPlainObject, setOwn } from './object.js';
 
 export type LocItem = string | number;
 
@@ -278,22 +282,6 @@ export function list<T>(item: Schema<T>, opts: ListOptions = {}): Schema<T[]> {
   };
 }
 
-export function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
-}
-
-/** Sets an own property, also for the key "__proto__" (JSON may carry it; never a prototype). */
-export function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
-  if (key === '__proto__')
-    Object.defineProperty(obj, key, {
-      value,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  else obj[key] = value;
-}
-
 /** `dict[str, T]`. */
 export function dict<T>(value: Schema<T>): Schema<Record<string, T>> {
   return {
@@ -385,213 +373,7 @@ export function model<F extends Record<string, FieldSpec>>(
   };
 }
 
-// ---- JSON ------------------------------------------------------------------------------------
-
-/**
- * Parses JSON as Python's json.loads does (it also accepts NaN, Infinity and -Infinity); a
- * syntax error throws `json_invalid` located at Python's character offset, as FastAPI reports
- * it: `json_invalid, <offset>, JSON decode error`.
- */
-export function parseJson(text: string, loc: readonly LocItem[] = ['body']): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return new PyJsonParser(text, loc).parseDocument();
-  }
-}
-
-const WS = new Set([' ', '\t', '\n', '\r']);
-
-/** A small JSON parser used only when JSON.parse fails: it finds the offset, or accepts NaN. */
-class PyJsonParser {
-  private i = 0;
-  constructor(
-    private readonly s: string,
-    private readonly loc: readonly LocItem[],
-  ) {}
-
-  private error(at: number): never {
-    // Python counts code points; JavaScript strings count UTF-16 units.
-    fail('json_invalid', [...this.loc, codePointLength(this.s.slice(0, at))], 'JSON decode error');
-  }
-
-  private ws(): void {
-    while (this.i < this.s.length && WS.has(this.s[this.i]!)) this.i++;
-  }
-
-  parseDocument(): unknown {
-    this.ws();
-    const v = this.value();
-    this.ws();
-    if (this.i !== this.s.length) this.error(this.i); // "Extra data"
-    return v;
-  }
-
-  private value(): unknown {
-    const s = this.s;
-    const c = s[this.i];
-    if (c === '{') return this.object();
-    if (c === '[') return this.array();
-    if (c === '"') return this.string();
-    for (const [word, v] of [
-      ['null', null],
-      ['true', true],
-      ['false', false],
-      ['NaN', NaN],
-      ['Infinity', Infinity],
-      ['-Infinity', -Infinity],
-    ] as const) {
-      if (s.startsWith(word, this.i)) {
-        this.i += word.length;
-        return v;
-      }
-    }
-    const m = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?/.exec(s.slice(this.i, this.i + 400));
-    if (m) {
-      this.i += m[0].length;
-      return Number(m[0]);
-    }
-    return this.error(this.i); // "Expecting value"
-  }
-
-  private object(): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
-    this.i++;
-    this.ws();
-    if (this.s[this.i] === '}') {
-      this.i++;
-      return out;
-    }
-    for (;;) {
-      if (this.s[this.i] !== '"') this.error(this.i); // "Expecting property name enclosed in double quotes"
-      const key = this.string();
-      this.ws();
-      if (this.s[this.i] !== ':') this.error(this.i); // "Expecting ':' delimiter"
-      this.i++;
-      this.ws();
-      setOwn(out, key, this.value());
-      this.ws();
-      const c = this.s[this.i];
-      if (c === '}') {
-        this.i++;
-        return out;
-      }
-      if (c !== ',') this.error(this.i); // "Expecting ',' delimiter"
-      this.i++;
-      this.ws();
-    }
-  }
-
-  private array(): unknown[] {
-    const out: unknown[] = [];
-    this.i++;
-    this.ws();
-    if (this.s[this.i] === ']') {
-      this.i++;
-      return out;
-    }
-    for (;;) {
-      out.push(this.value());
-      this.ws();
-      const c = this.s[this.i];
-      if (c === ']') {
-        this.i++;
-        return out;
-      }
-      if (c !== ',') this.error(this.i);
-      this.i++;
-      this.ws();
-    }
-  }
-
-  private string(): string {
-    const start = this.i;
-    const s = this.s;
-    let out = '';
-    this.i++;
-    for (;;) {
-      if (this.i >= s.length) this.error(start); // "Unterminated string starting at"
-      const c = s.charCodeAt(this.i);
-      if (c === 0x22) {
-        this.i++;
-        return out;
-      }
-      if (c < 0x20) this.error(this.i); // "Invalid control character at"
-      if (c !== 0x5c) {
-        out += s[this.i];
-        this.i++;
-        continue;
-      }
-      const e = s[this.i + 1];
-      const simple: Record<string, string> = {
-        '"': '"',
-        '\\': '\\',
-        '/': '/',
-        b: '\b',
-        f: '\f',
-        n: '\n',
-        r: '\r',
-        t: '\t',
-      };
-      if (e !== undefined && e in simple) {
-        out += simple[e];
-        this.i += 2;
-      } else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(s.slice(this.i + 2, this.i + 6))) {
-        out += String.fromCharCode(parseInt(s.slice(this.i + 2, this.i + 6), 16));
-        this.i += 6;
-      } else this.error(e === undefined ? start : this.i); // "Invalid \escape"
-    }
-  }
-}
-
 // ---- request parts ---------------------------------------------------------------------------
-
-/** FastAPI reads a body as JSON when there is no Content-Type or it is application/json or +json. */
-export function isJsonContentType(contentType: string | undefined): boolean {
-  if (contentType === undefined || contentType.trim() === '') return true;
-  const media = contentType.split(';', 1)[0]!.trim().toLowerCase();
-  const parts = media.split('/');
-  if (parts.length !== 2) return false; // Python's email parser reads it as text/plain
-  return parts[0] === 'application' && (parts[1] === 'json' || parts[1]!.endsWith('+json'));
-}
-
-/** The body could not be read as text: FastAPI answers HTTP 400 with this detail. */
-export class BodyDecodeError extends Error {
-  readonly status = 400;
-  constructor() {
-    super('There was an error parsing the body');
-    this.name = 'BodyDecodeError';
-  }
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * Validates a request body against a schema as FastAPI does for a single body model: no body
- * (or JSON null) is `missing, body`; a non-JSON Content-Type gives raw bytes, which fail the
- * model; malformed JSON is `json_invalid` at its offset; bytes that are not UTF-8 throw
- * BodyDecodeError (HTTP 400).
- */
-export function validateBody<T>(
-  schema: Schema<T>,
-  body: Buffer | undefined,
-  contentType: string | undefined,
-): T {
-  const loc = ['body'];
-  if (body === undefined || body.length === 0) fail('missing', loc, 'Field required');
-  if (!isJsonContentType(contentType)) {
-    return schema.check(body, loc);
-  }
-  let text: string;
-  try {
-    text = utf8.decode(body); // drops a UTF-8 BOM, as Python's json.loads(bytes) does
-  } catch {
-    throw new BodyDecodeError();
-  }
-  const value = parseJson(text, loc);
-  if (value === null) fail('missing', loc, 'Field required');
-  return schema.check(value, loc);
-}
 
 /**
  * Validates query parameters (or headers) against a model: each name's LAST value counts, as in
@@ -605,22 +387,4 @@ export function validateParams<T>(
   const obj: Record<string, unknown> = {};
   for (const [k, v] of values) setOwn(obj, source === 'header' ? k.toLowerCase() : k, v);
   return schema.check(obj, [source]);
-}
-
-/** The 40002 answer of spec 3.4 (HTTP 200, application/json, never SSE). */
-export function validationBody(err: RequestValidationError, sid: string, nowMs = Date.now()) {
-  return {
-    id: sid,
-    choices: [],
-    created: Math.floor(nowMs / 1000),
-    model: '',
-    object: 'chat.completion.chunk',
-    service_tier: null,
-    system_fingerprint: null,
-    usage: null,
-    code: 40002,
-    message: err.message,
-    logs: [],
-    knowledge_metadata: [],
-  };
 }

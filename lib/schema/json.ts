@@ -1,0 +1,161 @@
+// The Python-compatible JSON parser: what FastAPI's json.loads accepts and where it reports a
+// syntax error. Only the error path and NaN/Infinity need it; JSON.parse does the rest.
+import { setOwn } from './object.js';
+import { codePointLength, fail, type LocItem } from './schema.js';
+
+/**
+ * Parses JSON as Python's json.loads does (it also accepts NaN, Infinity and -Infinity); a
+ * syntax error throws `json_invalid` located at Python's character offset, as FastAPI reports
+ * it: `json_invalid, <offset>, JSON decode error`.
+ */
+export function parseJson(text: string, loc: readonly LocItem[] = ['body']): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return new PyJsonParser(text, loc).parseDocument();
+  }
+}
+
+const WS = new Set([' ', '\t', '\n', '\r']);
+
+/** A small JSON parser used only when JSON.parse fails: it finds the offset, or accepts NaN. */
+class PyJsonParser {
+  private i = 0;
+  constructor(
+    private readonly s: string,
+    private readonly loc: readonly LocItem[],
+  ) {}
+
+  private error(at: number): never {
+    // Python counts code points; JavaScript strings count UTF-16 units.
+    fail('json_invalid', [...this.loc, codePointLength(this.s.slice(0, at))], 'JSON decode error');
+  }
+
+  private ws(): void {
+    while (this.i < this.s.length && WS.has(this.s[this.i]!)) this.i++;
+  }
+
+  parseDocument(): unknown {
+    this.ws();
+    const v = this.value();
+    this.ws();
+    if (this.i !== this.s.length) this.error(this.i); // "Extra data"
+    return v;
+  }
+
+  private value(): unknown {
+    const s = this.s;
+    const c = s[this.i];
+    if (c === '{') return this.object();
+    if (c === '[') return this.array();
+    if (c === '"') return this.string();
+    for (const [word, v] of [
+      ['null', null],
+      ['true', true],
+      ['false', false],
+      ['NaN', NaN],
+      ['Infinity', Infinity],
+      ['-Infinity', -Infinity],
+    ] as const) {
+      if (s.startsWith(word, this.i)) {
+        this.i += word.length;
+        return v;
+      }
+    }
+    const m = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?/.exec(s.slice(this.i, this.i + 400));
+    if (m) {
+      this.i += m[0].length;
+      return Number(m[0]);
+    }
+    return this.error(this.i); // "Expecting value"
+  }
+
+  private object(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    this.i++;
+    this.ws();
+    if (this.s[this.i] === '}') {
+      this.i++;
+      return out;
+    }
+    for (;;) {
+      if (this.s[this.i] !== '"') this.error(this.i); // "Expecting property name enclosed in double quotes"
+      const key = this.string();
+      this.ws();
+      if (this.s[this.i] !== ':') this.error(this.i); // "Expecting ':' delimiter"
+      this.i++;
+      this.ws();
+      setOwn(out, key, this.value());
+      this.ws();
+      const c = this.s[this.i];
+      if (c === '}') {
+        this.i++;
+        return out;
+      }
+      if (c !== ',') this.error(this.i); // "Expecting ',' delimiter"
+      this.i++;
+      this.ws();
+    }
+  }
+
+  private array(): unknown[] {
+    const out: unknown[] = [];
+    this.i++;
+    this.ws();
+    if (this.s[this.i] === ']') {
+      this.i++;
+      return out;
+    }
+    for (;;) {
+      out.push(this.value());
+      this.ws();
+      const c = this.s[this.i];
+      if (c === ']') {
+        this.i++;
+        return out;
+      }
+      if (c !== ',') this.error(this.i);
+      this.i++;
+      this.ws();
+    }
+  }
+
+  private string(): string {
+    const start = this.i;
+    const s = this.s;
+    let out = '';
+    this.i++;
+    for (;;) {
+      if (this.i >= s.length) this.error(start); // "Unterminated string starting at"
+      const c = s.charCodeAt(this.i);
+      if (c === 0x22) {
+        this.i++;
+        return out;
+      }
+      if (c < 0x20) this.error(this.i); // "Invalid control character at"
+      if (c !== 0x5c) {
+        out += s[this.i];
+        this.i++;
+        continue;
+      }
+      const e = s[this.i + 1];
+      const simple: Record<string, string> = {
+        '"': '"',
+        '\\': '\\',
+        '/': '/',
+        b: '\b',
+        f: '\f',
+        n: '\n',
+        r: '\r',
+        t: '\t',
+      };
+      if (e !== undefined && e in simple) {
+        out += simple[e];
+        this.i += 2;
+      } else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(s.slice(this.i + 2, this.i + 6))) {
+        out += String.fromCharCode(parseInt(s.slice(this.i + 2, this.i + 6), 16));
+        this.i += 6;
+      } else this.error(e === undefined ? start : this.i); // "Invalid \escape"
+    }
+  }
+}
