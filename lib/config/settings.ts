@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { cleanEnv } from 'envalid';
 import {
   bool,
+  hostAllowList,
   hostPort,
   hostPortList,
   int,
@@ -263,6 +264,10 @@ export const SETTING_SPECS = {
   APP_AUTH_PROT: oneOf(['http', 'https'] as const)({ default: 'http', desc: 'app-auth scheme' }),
   APP_AUTH_API_KEY: text()({ default: '', desc: 'app-auth HMAC api_key' }),
   APP_AUTH_SECRET: text()({ default: '', desc: 'app-auth HMAC secret' }),
+  AGENT_ALLOWED_UPSTREAM_HOSTS: hostAllowList({
+    default: '',
+    desc: 'hosts a request may name as its LLM (model_config.api, a bot config plan/summary api) or MCP server: comma-separated host, host:port, *.domain[:port]; another host answers 40303 (LLM) / 40026 (MCP) and is never contacted, so the app-auth key never reaches it; empty = any host (as the original)',
+  }),
   CHUNK_QUERY_URL: optionalUrl({
     default: '',
     desc: 'knowledge chunk query URL (POST); empty = a bot with knowledge repos answers 40500',
