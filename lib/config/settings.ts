@@ -192,6 +192,13 @@ export const SETTING_SPECS = {
     default: 1000,
     desc: 'how long a scrape waits for the workers; a worker later than this is left out and counted in astron_agent_metrics_missing_workers',
   }),
+  METRICS_MAX_SERIES: int(
+    10,
+    1_000_000,
+  )({
+    default: 500,
+    desc: 'label sets kept per chat metric in each worker, and per metric in the primary accumulator of departed workers; past it, new ones count in one set labelled __other__ (bounds what a scrape ships and aggregates)',
+  }),
   METRICS_PORT: int(
     0,
     65535,
