@@ -16,9 +16,11 @@ import {
   type Infer,
   type Schema,
 } from '../schema/schema.js';
+import { parseHostAllowList, type HostAllowList } from '../config/host-allow-list.js';
 import type { KeyResolver } from './app-auth.js';
 import type { RunnerEvent } from './chunks.js';
 import { splitQuestion } from './history.js';
+import { allowListedLlm, checkLlmHost } from './upstream-hosts.js';
 import { KnowledgeClient, knowledgeEvent, retrieveForItems } from './knowledge.js';
 import { RunAbortedError, type LlmModel, type LlmStreamer } from './llm.js';
 import type { Settings } from '../config/settings.js';
@@ -123,6 +125,8 @@ export interface CustomDeps {
   keys: KeyResolver;
   knowledge: KnowledgeClient;
   plugins: PluginEndpoints;
+  /** AGENT_ALLOWED_UPSTREAM_HOSTS, checked before the key is even looked up. */
+  allowedHosts?: HostAllowList;
 }
 
 /** The custom endpoint's dependencies: the chat service's LLM client and key resolver, shared. */
@@ -130,14 +134,16 @@ export function customDepsFrom(
   settings: PluginSettings & Pick<Settings, 'CHUNK_QUERY_URL'>,
   shared: { llm: LlmStreamer; keys: KeyResolver },
 ): CustomDeps {
+  const allowedHosts = parseHostAllowList(settings.AGENT_ALLOWED_UPSTREAM_HOSTS);
   return {
-    llm: shared.llm,
+    llm: allowListedLlm(shared.llm, allowedHosts),
     keys: shared.keys,
     knowledge: new KnowledgeClient({
       url: settings.CHUNK_QUERY_URL,
       timeoutMs: settings.PLUGIN_TIMEOUT,
     }),
     plugins: pluginEndpointsFrom(settings),
+    allowedHosts,
   };
 }
 
@@ -168,6 +174,7 @@ export async function* runCustom(
   ctx: RunContext,
 ): AsyncGenerator<RunnerEvent> {
   const mc = inputs.model_config;
+  checkLlmHost(deps.allowedHosts ?? null, mc);
   const key =
     mc.api_key ||
     (await deps.keys.resolve({ appId: ctx.appId, domain: mc.domain, sk: '' }, ctx.signal));

@@ -1,6 +1,7 @@
 // The business codes the service answers with (spec 5.1), as data, and the one error class
 // that carries them. A code's message is built fresh for every error (never by mutating a
 // shared instance: the original's defect D3).
+import { redactString } from '../telemetry/redact.js';
 
 export interface CodeDef {
   readonly code: number;
@@ -57,13 +58,16 @@ export class AgentError extends Error {
   readonly origin: ErrorOrigin | undefined;
 
   constructor(def: CodeDef, detail?: string, opts: { origin?: ErrorOrigin; cause?: unknown } = {}) {
-    super(detail === undefined || detail === '' ? def.message : `${def.message},${detail}`, {
+    // A detail quotes upstream answers and URLs (an MCP server's, an endpoint's): their
+    // credentials never reach a client, who may not be the one that configured them.
+    const shown = detail === undefined || detail === '' ? undefined : redactString(detail);
+    super(shown === undefined ? def.message : `${def.message},${shown}`, {
       cause: opts.cause,
     });
     this.name = 'AgentError';
     this.code = def.code;
     this.text = def.message;
-    this.detail = detail === '' ? undefined : detail;
+    this.detail = shown;
     this.origin = opts.origin;
   }
 

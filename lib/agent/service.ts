@@ -3,6 +3,7 @@
 // sid, errors stop the output and land in the stop chunk as "<message>,<sid>" (spec 4.3), a
 // client that went away gets nothing more and no stop chunk (D11) — and records the metrics of
 // spec 11.2 plus the open-streams gauge. Built once per worker from the settings.
+import { parseHostAllowList } from '../config/host-allow-list.js';
 import type { Settings } from '../config/settings.js';
 import type { BotStore } from '../store/types.js';
 import { AppAuthKeyResolver, BotSkKeyResolver, type KeyResolver } from './app-auth.js';
@@ -18,6 +19,7 @@ import {
 } from './pipeline.js';
 import type { CompletionInputs } from './request.js';
 import type { RunContext } from './runners/types.js';
+import { allowListedLlm } from './upstream-hosts.js';
 
 /** The metrics a chat run reports (a subset of the worker's metrics). */
 export interface ChatMetrics {
@@ -181,6 +183,7 @@ type ChatSettings = Pick<
   | 'APP_AUTH_SECRET'
   | 'CHUNK_QUERY_URL'
   | 'PLUGIN_TIMEOUT'
+  | 'AGENT_ALLOWED_UPSTREAM_HOSTS'
 >;
 
 /** The key resolver the settings ask for: app auth when APP_AUTH_HOST is set, else the bot's sk. */
@@ -211,9 +214,11 @@ export function chatServiceFrom(
     logger: deps.logger,
     metrics: deps.metrics,
     keys: keyResolverFrom(settings),
-    llm:
+    llm: allowListedLlm(
       deps.llm ??
-      new LlmClient({ timeoutMs: settings.LLM_TIMEOUT, maxRetries: settings.LLM_MAX_RETRIES }),
+        new LlmClient({ timeoutMs: settings.LLM_TIMEOUT, maxRetries: settings.LLM_MAX_RETRIES }),
+      parseHostAllowList(settings.AGENT_ALLOWED_UPSTREAM_HOSTS),
+    ),
     knowledge: new KnowledgeClient({
       url: settings.CHUNK_QUERY_URL,
       timeoutMs: settings.PLUGIN_TIMEOUT,

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { cleanEnv } from 'envalid';
 import {
   bool,
+  hostAllowList,
   hostPort,
   hostPortList,
   int,
@@ -191,6 +192,13 @@ export const SETTING_SPECS = {
     default: 1000,
     desc: 'how long a scrape waits for the workers; a worker later than this is left out and counted in astron_agent_metrics_missing_workers',
   }),
+  METRICS_MAX_SERIES: int(
+    10,
+    1_000_000,
+  )({
+    default: 500,
+    desc: 'label sets kept per chat metric in each worker, and per metric in the primary accumulator of departed workers; past it, new ones count in one set labelled __other__ (bounds what a scrape ships and aggregates)',
+  }),
   METRICS_PORT: int(
     0,
     65535,
@@ -263,6 +271,10 @@ export const SETTING_SPECS = {
   APP_AUTH_PROT: oneOf(['http', 'https'] as const)({ default: 'http', desc: 'app-auth scheme' }),
   APP_AUTH_API_KEY: text()({ default: '', desc: 'app-auth HMAC api_key' }),
   APP_AUTH_SECRET: text()({ default: '', desc: 'app-auth HMAC secret' }),
+  AGENT_ALLOWED_UPSTREAM_HOSTS: hostAllowList({
+    default: '',
+    desc: 'hosts a request may name as its LLM (model_config.api, a bot config plan/summary api) or MCP server: comma-separated host, host:port, *.domain[:port]; another host answers 40303 (LLM) / 40026 (MCP) and is never contacted, so the app-auth key never reaches it; empty = any host (as the original)',
+  }),
   CHUNK_QUERY_URL: optionalUrl({
     default: '',
     desc: 'knowledge chunk query URL (POST); empty = a bot with knowledge repos answers 40500',

@@ -1,6 +1,7 @@
 // envalid validators whose error messages say what is expected and never echo the input:
 // the reporter decides whether a value may be shown (it never shows a secret's).
 import { EnvError, makeValidator } from 'envalid';
+import { parseHostAllowList } from './host-allow-list.js';
 
 const TRUE = new Set(['true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);
@@ -130,4 +131,21 @@ export const hostPortList = makeValidator<string>((input) => {
   const entries = s.split(',').map((e) => e.trim());
   if (entries.some((e) => e === '')) expected(what);
   return entries.map((e) => checkHostPort(e, what)).join(',');
+});
+
+/** AGENT_ALLOWED_UPSTREAM_HOSTS: `host`, `host:port`, `*.domain[:port]`, comma-separated, or empty. */
+export const hostAllowList = makeValidator<string>((input) => {
+  const s = String(input).trim();
+  try {
+    parseHostAllowList(s);
+  } catch {
+    return expected(
+      'a comma-separated list of host, host:port, *.domain or *.domain:port (no scheme or path), or empty',
+    );
+  }
+  return s
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean)
+    .join(',');
 });

@@ -15,7 +15,7 @@ export function createApp(deps: AppDeps): Express {
     if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
     next();
   });
-  if (deps.testHooks) app.use(testHooksRouter());
+  if (deps.testHooks) app.use(testHooksRouter(deps));
   // Body parsing lives inside the route (POST/PUT only), not here: /health and GETs never pay for it.
   if (deps.botStore) {
     app.use(BOT_CONFIG_PATH, botConfigRouter({ ...deps, botStore: deps.botStore }));

@@ -33,6 +33,7 @@ export function createHttpService(deps: AppDeps): HttpService {
   const health = healthHandler(deps);
   const wss = createWsServer(deps);
   const metrics = deps.metrics;
+  metrics?.limitSeries(deps.settings.METRICS_MAX_SERIES);
   const scrape =
     metrics && deps.settings.METRICS_ENABLE ? metricsHandler(deps, metrics) : undefined;
   const sockets = new Set<TrackedSocket>();

@@ -1,22 +1,24 @@
 // A BotStore with the Redis cache in front (spec 6.3), and the rule that keeps the two
-// consistent: a successful write never leaves a stale cache entry behind.
+// consistent: after a successful write no reader sees the value it replaced or deleted.
 //
 // Reads: cache first (a hit for another app_id is "not found", as in the original: the key has
 // no app_id, defect D8 kept), else the database, then populate the cache (SET NX, so a slow
-// reader never overwrites a writer's newer value). Redis down: the database answers, a warning
-// is logged (at most every 10 s).
+// reader never overwrites a writer's newer value or tombstone; and only within the cache's fill
+// window after the miss, so a reader slower than a tombstone's life does not fill either).
+// Redis down: the database answers, a warning is logged (at most every 10 s).
 //
 // Writes, per operation:
-//   update: existence check (as a read) -> evict the key (must succeed, else 40041 and nothing
-//           is written) -> UPDATE in the database -> SET the new value (best effort: if that
-//           fails the key is simply absent and the next read repopulates it from the database).
-//   delete: existence check -> evict (must succeed, else 40051 and nothing is deleted) ->
-//           DELETE -> evict again (best effort: removes a value a concurrent reader may have
-//           populated from the row just deleted).
-//   create: a cached config for the bot_id counts as existing (as in the original); the cache is
-//           not written. Redis down: the database's unique index alone decides.
-// The cache is changed before the commit and only ever emptied there, so a failed database
-// write leaves at worst a cache miss, never a value the database does not hold.
+//   update: existence check (as a read) -> tombstone the key (must succeed, else 40041 and
+//           nothing is written) -> UPDATE in the database -> SET the new value (best effort: if
+//           that fails the tombstone expires and the next read repopulates from the database).
+//   delete: existence check -> tombstone (must succeed, else 40051 and nothing is deleted) ->
+//           DELETE -> tombstone again (best effort: its life then starts after the commit, so it
+//           covers every reader that read the row before the commit and fills within its window).
+//   create: a cached config for the bot_id counts as existing (as in the original; a tombstone
+//           does not); the cache is not written. Redis down: the database's unique index decides.
+// Why a tombstone and not DEL: a reader that missed and read the row before a DELETE commits
+// would otherwise fill the cache after the eviction, serving the deleted config (its TTL slid on
+// every hit) and making a re-create answer 40053 (issue 13).
 import { AgentError, CODES } from '../agent/errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { fromCacheValue, toCacheValue, type BotConfig } from './bot-config.js';
@@ -24,7 +26,10 @@ import type { RedisCache } from './redis-cache.js';
 import type { BotStore } from './types.js';
 
 /** What the cached store needs from a cache (RedisCache, or a fake in unit tests). */
-export type BotCache = Pick<RedisCache, 'get' | 'populate' | 'put' | 'evict' | 'close' | 'mode'>;
+export type BotCache = Pick<
+  RedisCache,
+  'get' | 'populate' | 'put' | 'tombstone' | 'fillWindowMs' | 'close' | 'mode'
+>;
 
 const WARN_EVERY_MS = 10_000;
 
@@ -66,13 +71,14 @@ export class CachedBotStore implements BotStore {
   }
 
   async get(appId: string, botId: string): Promise<BotConfig | null> {
+    const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {
       const cfg = fromCacheValue(raw);
       return cfg.app_id === appId ? cfg : null;
     }
     const cfg = await this.db.get(appId, botId);
-    if (cfg && raw !== undefined) {
+    if (cfg && raw !== undefined && performance.now() - missedAt < this.cache.fillWindowMs) {
       try {
         await this.cache.populate(botId, toCacheValue(cfg));
       } catch (err) {
@@ -94,7 +100,7 @@ export class CachedBotStore implements BotStore {
   async update(cfg: BotConfig): Promise<boolean> {
     if (!(await this.get(cfg.app_id, cfg.bot_id))) return false;
     try {
-      await this.cache.evict(cfg.bot_id);
+      await this.cache.tombstone(cfg.bot_id);
     } catch (err) {
       throw new AgentError(CODES.REDIS_PING, undefined, {
         cause: err,
@@ -106,7 +112,7 @@ export class CachedBotStore implements BotStore {
       try {
         await this.cache.put(cfg.bot_id, toCacheValue(cfg));
       } catch (err) {
-        this.warn('cache rewrite (the key stays evicted)', err);
+        this.warn('cache rewrite (the tombstone stays until it expires)', err);
       }
     }
     return ok;
@@ -115,7 +121,7 @@ export class CachedBotStore implements BotStore {
   async delete(appId: string, botId: string): Promise<boolean> {
     if (!(await this.get(appId, botId))) return false;
     try {
-      await this.cache.evict(botId);
+      await this.cache.tombstone(botId);
     } catch (err) {
       throw new AgentError(CODES.BOT_CONFIG_DELETE, undefined, {
         cause: err,
@@ -124,9 +130,9 @@ export class CachedBotStore implements BotStore {
     }
     const ok = await this.db.delete(appId, botId);
     try {
-      await this.cache.evict(botId);
+      await this.cache.tombstone(botId);
     } catch (err) {
-      this.warn('second eviction', err);
+      this.warn('second tombstone', err);
     }
     return ok;
   }

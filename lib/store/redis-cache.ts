@@ -3,6 +3,12 @@
 // every hit of a key that has an expiry. One client per worker (a Cluster client when
 // REDIS_CLUSTER_ADDR is set, which wins over REDIS_ADDR), created at start and reused.
 //
+// Deletes and updates leave a short tombstone in the key itself (not a second key: a second key
+// would sit in another Cluster slot and a script could not check both): read-through fills are
+// SET NX, so a reader that read the row before the write committed cannot fill the cache while
+// the tombstone lives, and a reader slower than half its life does not try (fillWindowMs). The
+// tombstone is never served, never slid, and counts as a miss (also for a re-create).
+//
 // Commands fail fast instead of queueing while Redis is unreachable (no offline queue, a
 // command timeout): the caller decides what a failure means (reads fall back to the database,
 // writes are refused). ioredis reconnects in the background.
@@ -19,22 +25,29 @@ export interface RedisCacheOptions {
   expire: number;
   /** Connect and command timeout (ms). */
   timeoutMs: number;
+  /** Life of a write's tombstone (ms); read-through fills later than half of it are skipped. */
+  tombstoneMs?: number;
   logger: Logger;
 }
+
+/** Not JSON of a config: a reader that does not know it (the original) sees an unreadable value. */
+export const TOMBSTONE = '\u0000astron-agent:deleted';
+const DEFAULT_TOMBSTONE_MS = 10_000;
 
 export const cacheKey = (botId: string) => `spark_bot:bot_config:${botId}`;
 
 // GET, and when the key has an expiry, reset it to REDIS_EXPIRE: one round trip, atomic. Keys
-// without an expiry (TTL -1) are left alone, as the original does.
+// without an expiry (TTL -1) are left alone, as the original does. A tombstone is a miss.
 const SLIDING_GET = `
 local v = redis.call('GET', KEYS[1])
+if v == ARGV[2] then return false end
 if v and redis.call('TTL', KEYS[1]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 return v`;
 
 type Client = (Redis | Cluster) & {
-  slidingGet(key: string, expire: number): Promise<string | null>;
+  slidingGet(key: string, expire: number, tombstone: string): Promise<string | null>;
 };
 
 function parseHostPort(entry: string): { host: string; port: number } {
@@ -49,7 +62,13 @@ export class RedisCache {
     private readonly client: Client,
     readonly mode: 'standalone' | 'cluster',
     private readonly expire: number,
+    private readonly tombstoneMs: number,
   ) {}
+
+  /** A read-through fill is attempted only this long (ms) after the miss that led to it. */
+  get fillWindowMs(): number {
+    return this.tombstoneMs / 2;
+  }
 
   /**
    * Connects and waits (up to the timeout) until the client is ready. Unreachable Redis is not
@@ -123,15 +142,18 @@ export class RedisCache {
         error: lastError?.message,
       });
     }
-    return new RedisCache(client, mode, opts.expire);
+    return new RedisCache(client, mode, opts.expire, opts.tombstoneMs ?? DEFAULT_TOMBSTONE_MS);
   }
 
   /** The cached value (its expiry slid), or null. */
   get(botId: string): Promise<string | null> {
-    return this.client.slidingGet(cacheKey(botId), this.expire);
+    return this.client.slidingGet(cacheKey(botId), this.expire, TOMBSTONE);
   }
 
-  /** Read-through population: only if absent, so it never overwrites a writer's newer value. */
+  /**
+   * Read-through population: only if absent, so it never overwrites a writer's newer value nor
+   * a tombstone.
+   */
   async populate(botId: string, value: string): Promise<void> {
     await this.client.set(cacheKey(botId), value, 'EX', this.expire, 'NX');
   }
@@ -141,8 +163,10 @@ export class RedisCache {
     if (r !== 'OK') throw new Error(`redis SET answered ${String(r)}`);
   }
 
-  async evict(botId: string): Promise<void> {
-    await this.client.del(cacheKey(botId));
+  /** Replaces whatever is cached with a tombstone (see the top of this file). */
+  async tombstone(botId: string): Promise<void> {
+    const r = await this.client.set(cacheKey(botId), TOMBSTONE, 'PX', this.tombstoneMs);
+    if (r !== 'OK') throw new Error(`redis SET answered ${String(r)}`);
   }
 
   async close(): Promise<void> {

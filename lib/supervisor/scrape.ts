@@ -14,6 +14,8 @@
 // counted is lost; a worker killed outright (kill -9, OOM) loses only what it counted since the
 // last scrape, which can only make a counter smaller than the truth, never decrease it. Gauges
 // (memory, open sockets, ...) of a worker that did not answer are left out: they are not known.
+// The accumulator keeps at most METRICS_MAX_SERIES label sets per metric (the union over every
+// worker that ever left would grow without end); later ones are summed into one `__other__` set.
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -33,7 +35,12 @@ import {
   type MetricsWorkerToPrimary,
 } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
-import { bearerOk, type ScrapeResult } from '../telemetry/metrics.js';
+import {
+  bearerOk,
+  DEFAULT_MAX_SERIES,
+  OTHER_LABEL,
+  type ScrapeResult,
+} from '../telemetry/metrics.js';
 import { guarded } from './guard.js';
 import type { Pool } from './pool.js';
 
@@ -59,6 +66,21 @@ function seriesKey(metric: MetricJson, v: Value): string {
   return `${v.metricName ?? metric.name}{${labels}}`;
 }
 
+/** A histogram's label set without its `le`: what its _bucket, _sum and _count values share. */
+function labelSetKey(v: Value): string {
+  return Object.keys(v.labels)
+    .filter((k) => k !== 'le')
+    .sort()
+    .map((k) => `${k}=${String(v.labels[k])}`)
+    .join(',');
+}
+
+function otherLabels(labels: Value['labels']): Value['labels'] {
+  const out: Value['labels'] = {};
+  for (const k of Object.keys(labels)) out[k] = k === 'le' ? labels[k]! : OTHER_LABEL;
+  return out;
+}
+
 /** JSON over IPC turns NaN into null: give prom-client a number back. */
 function sanitize(metrics: MetricJson[]): MetricJson[] {
   for (const m of metrics) for (const v of m.values) if (typeof v.value !== 'number') v.value = NaN;
@@ -73,8 +95,10 @@ export class SnapshotStore {
   private readonly latest = new Map<number, { round: number; metrics: MetricJson[] }>();
   private readonly departed = new Map<
     string,
-    { meta: Omit<MetricJson, 'values'>; values: Map<string, Value> }
+    { meta: Omit<MetricJson, 'values'>; values: Map<string, Value>; sets: Set<string> }
   >();
+
+  constructor(private readonly maxSeries = DEFAULT_MAX_SERIES) {}
   departedWorkers = 0;
   /** Ids already departed (worker ids are never reused); the oldest are forgotten past 10,000. */
   private readonly gone = new Set<number>();
@@ -105,17 +129,24 @@ export class SnapshotStore {
         acc = {
           meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' },
           values: new Map(),
+          sets: new Set(),
         };
         this.departed.set(m.name, acc);
       }
       for (const v of m.values) {
-        const key = seriesKey(m, v);
+        let labels = v.labels;
+        const set = labelSetKey(v);
+        if (!acc.sets.has(set)) {
+          if (acc.sets.size < this.maxSeries) acc.sets.add(set);
+          else labels = otherLabels(labels);
+        }
+        const key = seriesKey(m, { ...v, labels });
         const prev = acc.values.get(key);
         if (prev) prev.value += v.value;
         else
           acc.values.set(key, {
             value: v.value,
-            labels: { ...v.labels },
+            labels: { ...labels },
             ...(v.metricName ? { metricName: v.metricName } : {}),
           });
       }
@@ -157,7 +188,7 @@ export interface RoundResult {
 
 /** Fan-out with a deadline; concurrent scrapes share the round in flight. */
 export class ClusterScraper {
-  readonly store = new SnapshotStore();
+  readonly store: SnapshotStore;
   private round = 0;
   private inflight?: {
     round: number;
@@ -170,7 +201,10 @@ export class ClusterScraper {
   constructor(
     private readonly timeoutMs: number,
     private readonly targets: () => ScrapeTarget[],
-  ) {}
+    maxSeries = DEFAULT_MAX_SERIES,
+  ) {
+    this.store = new SnapshotStore(maxSeries);
+  }
 
   /** Every metrics message from a worker goes through here. */
   onSnapshot(id: number, msg: Extract<MetricsWorkerToPrimary, { t: 'metrics-snapshot' }>): void {
@@ -231,6 +265,29 @@ export class ClusterScraper {
       if (pending.size === 0) finish();
     });
   }
+}
+
+/**
+ * prom-client's aggregation and rendering, one metric family at a time with a turn of the event
+ * loop between families: the primary stalls for its largest family (bounded by
+ * METRICS_MAX_SERIES), not for the whole scrape. The text is what one `aggregate()` renders.
+ */
+export async function aggregateByFamily(arrays: readonly MetricJson[][]): Promise<string> {
+  const families = new Map<string, MetricJson[][]>();
+  for (const metrics of arrays) {
+    for (const m of metrics) {
+      const list = families.get(m.name);
+      if (list) list.push([m]);
+      else families.set(m.name, [[m]]);
+    }
+  }
+  const parts: string[] = [];
+  for (const list of families.values()) {
+    const text = await AggregatorRegistry.aggregate(list).metrics();
+    if (text.trim() !== '') parts.push(text.replace(/\n$/, ''));
+    await new Promise<void>((r) => setImmediate(r));
+  }
+  return `${parts.join('\n\n')}\n`;
 }
 
 export interface ClusterMetrics {
@@ -331,7 +388,11 @@ export function startClusterMetrics({
     }
     return out;
   };
-  const scraper = new ClusterScraper(settings.METRICS_SCRAPE_TIMEOUT, targets);
+  const scraper = new ClusterScraper(
+    settings.METRICS_SCRAPE_TIMEOUT,
+    targets,
+    settings.METRICS_MAX_SERIES,
+  );
 
   let rendering: Promise<ScrapeResult> | undefined;
   const render = (): Promise<ScrapeResult> => {
@@ -339,7 +400,7 @@ export function startClusterMetrics({
       const round = await scraper.collect();
       missing.set(round.missing);
       scrapeTime.set(round.ms / 1000);
-      const workersText = await AggregatorRegistry.aggregate(round.arrays).metrics();
+      const workersText = await aggregateByFamily(round.arrays);
       const primaryText = await registry.metrics();
       return {
         status: 200,

@@ -25,6 +25,11 @@ export const UNMATCHED_ROUTE = 'unmatched';
 export const CLIENT_CLOSED_STATUS = 499;
 /** Value that stands for every label value past a limiter's budget. */
 export const OTHER_LABEL = '__other__';
+/**
+ * Label sets kept per metric (METRICS_MAX_SERIES' default). Per-label budgets alone (500 app_id
+ * x 500 func) still allow 250k histogram series, ~4M values shipped over IPC on every scrape.
+ */
+export const DEFAULT_MAX_SERIES = 500;
 
 // ---- hot path ------------------------------------------------------------------------------
 
@@ -113,22 +118,43 @@ export class RequestSeries {
 
 /**
  * Counter and/or histogram cells over any label tuple (the chat series; not on a hot path).
- * `bounds` undefined = a counter only.
+ * `bounds` undefined = a counter only. At most `maxSeries` label sets; past them, observations
+ * of a new label set count in one more set whose labels are all `__other__`.
  */
 export class LabeledCells {
   private readonly cells = new Map<
     string,
     { labels: string[]; count: number; sum: number; buckets: number[] }
   >();
+  private readonly other: string[];
+  private readonly otherKey: string;
 
   constructor(
     readonly labelNames: readonly string[],
     readonly bounds?: readonly number[],
-  ) {}
+    public maxSeries = DEFAULT_MAX_SERIES,
+  ) {
+    this.other = labelNames.map(() => OTHER_LABEL);
+    this.otherKey = this.other.join('\u0001');
+  }
 
-  observe(labels: string[], value = 1): void {
-    const key = labels.join('\u0001');
+  /** Label sets held now (the overflow set included). */
+  get size(): number {
+    return this.cells.size;
+  }
+
+  /** Records one observation; returns the labels it was counted under. */
+  observe(labels: string[], value = 1): string[] {
+    let key = labels.join('\u0001');
     let c = this.cells.get(key);
+    if (c === undefined) {
+      const full = this.cells.size - (this.cells.has(this.otherKey) ? 1 : 0) >= this.maxSeries;
+      if (full) {
+        key = this.otherKey;
+        labels = this.other;
+        c = this.cells.get(key);
+      }
+    }
     if (c === undefined) {
       c = {
         labels,
@@ -145,6 +171,7 @@ export class LabeledCells {
       while (i < this.bounds.length && value > this.bounds[i]!) i++;
       c.buckets[i]!++;
     }
+    return c.labels;
   }
 
   private labelsOf(values: string[]): Record<string, string> {
@@ -279,6 +306,8 @@ export interface WorkerMetricsOptions {
   defaults?: boolean;
   /** Distinct app_id / func values kept in the chat series before `__other__`. */
   chatLabelLimit?: number;
+  /** Label sets kept per chat metric (METRICS_MAX_SERIES); then one all-`__other__` set. */
+  maxSeries?: number;
   /**
    * A sink (the OTLP push) will be set after start-up: keep the chat observations made until
    * then (at most 10,000) and hand them over when it is set.
@@ -302,6 +331,8 @@ export interface WorkerMetrics {
   wsOpen(): number;
   /** For the chat endpoints: one call per finished chat/custom-chat request (spec 11.2). */
   recordChatRequest(r: ChatRequestRecord): void;
+  /** METRICS_MAX_SERIES, when the settings reach the metrics after they were built. */
+  limitSeries(max: number): void;
   /** A chat run (SSE, WebSocket or non-streaming) started / ended: the open-streams gauge. */
   chatStreamOpened(): void;
   chatStreamClosed(): void;
@@ -327,8 +358,9 @@ const CHAT_TIME_HELP =
 
 export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetrics {
   const requests = new RequestSeries();
-  const chatTotal = new LabeledCells(['app_id', 'func', 'ret']);
-  const chatTime = new LabeledCells(['app_id', 'func'], CHAT_DURATION_BUCKETS_MS);
+  const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
+  const chatTotal = new LabeledCells(['app_id', 'func', 'ret'], undefined, maxSeries);
+  const chatTime = new LabeledCells(['app_id', 'func'], CHAT_DURATION_BUCKETS_MS, maxSeries);
   const limit = opts.chatLabelLimit ?? 500;
   const appIds = new LabelLimiter(limit);
   const funcs = new LabelLimiter(limit);
@@ -449,11 +481,16 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetr
       const func = funcs.map(r.func);
       const ret = rets.map(r.ret);
       const ms = Number.isFinite(r.durationMs) && r.durationMs >= 0 ? r.durationMs : 0;
-      chatTotal.observe([appId, func, ret]);
+      const counted = chatTotal.observe([appId, func, ret]);
       chatTime.observe([appId, func], ms);
-      const rec = { appId, func, ret, durationMs: ms };
+      // The OTLP push gets the same bounded label sets.
+      const rec = { appId: counted[0]!, func: counted[1]!, ret: counted[2]!, durationMs: ms };
       if (sink) sink.chat?.(rec);
       else if (early) keep((s) => s.chat?.(rec));
+    },
+    limitSeries(max) {
+      chatTotal.maxSeries = max;
+      chatTime.maxSeries = max;
     },
     setSink(s) {
       sink = s;

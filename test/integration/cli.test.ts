@@ -113,6 +113,33 @@ describe('CLI and configuration', function () {
     expect(svc.output).not.to.contain(secret);
   });
 
+  it('credentials in the query string of a URL setting are masked in `config` and in the start banner', async () => {
+    const secret = 'PLANTED-query-token-7';
+    const env = {
+      LIST_MCP_PLUGIN_URL: `http://127.0.0.1:9/mcp/list?token=${secret}&region=cn`,
+      RUN_MCP_PLUGIN_URL: `http://127.0.0.1:9/mcp/run?access_token=${secret}`,
+      CHUNK_QUERY_URL: `http://127.0.0.1:9/chunk?X-Api-Key=${secret}`,
+      VERSIONS_LINK_URL: `http://u:${secret}@127.0.0.1:9/versions?Signature=${secret}`,
+    };
+    const cfg = await runCli({ args: ['config'], env });
+    expect(cfg.code).to.equal(0);
+    expect(cfg.stdout).to.match(
+      /LIST_MCP_PLUGIN_URL\s+= http:\/\/127\.0\.0\.1:9\/mcp\/list\?token=\*\*\*&region=cn /,
+    );
+    expect(cfg.stdout).to.contain('CHUNK_QUERY_URL');
+    expect(cfg.stdout).to.contain('?X-Api-Key=***');
+    expect(cfg.stdout).to.contain('http://u:***@127.0.0.1:9/versions?Signature=***');
+    expect(cfg.stdout + cfg.stderr).not.to.contain(secret);
+    const svc = await startService({ env });
+    try {
+      await svc.waitReady();
+      expect(svc.logs.some((l) => typeof l.settings === 'object')).to.equal(true);
+    } finally {
+      await svc.stop();
+    }
+    expect(svc.output).not.to.contain(secret);
+  });
+
   it('SERVICE_WORKERS=auto is accepted', async () => {
     const r = await runCli({ args: ['config'], env: { SERVICE_WORKERS: 'auto' } });
     expect(r.code).to.equal(0);

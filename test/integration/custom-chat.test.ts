@@ -240,7 +240,7 @@ describe('custom chat completions and the ReAct runner (end to end)', function (
     );
     expectStop(r, 0);
     expect(fake.at('/link/versions')[0]!.rawQuery).to.equal(
-      'app_id=app-link&tool_ids=tool@664882907021000&versions=V1.0',
+      'app_id=app-link&tool_ids=tool%40664882907021000&versions=V1.0', // percent-encoded (issue 13)
     );
     const run = fake.at('/link/run')[0]!;
     expect(run.body.header).to.deep.equal({ app_id: 'app-link', uid: 'u1' });

@@ -91,7 +91,7 @@ describe('plugins against fake services (spec 8)', function () {
   afterEach(async () => fake.close());
 
   describe('link tools (8.1)', () => {
-    it('queries the schemas with the raw query string and builds one tool per operation', async () => {
+    it('queries the schemas with every value percent-encoded and builds one tool per operation', async () => {
       const ts = await buildToolset(
         endpoints(fake),
         {
@@ -106,7 +106,7 @@ describe('plugins against fake services (spec 8)', function () {
       const [q] = fake.at('/link/versions');
       expect(q!.method).to.equal('GET');
       expect(q!.rawQuery).to.equal(
-        'app_id=app1&tool_ids=tool@1&versions=V1.0&tool_ids=tool@2&versions=V2.0',
+        'app_id=app1&tool_ids=tool%401&versions=V1.0&tool_ids=tool%402&versions=V2.0',
       );
       expect(ts.tools.map((t) => [t.name, t.typ])).to.deep.equal([
         ['get_weather', 'link'],
@@ -116,6 +116,28 @@ describe('plugins against fake services (spec 8)', function () {
       expect(named(ts, 'op_a').schemaTemplate).to.equal(
         'tool_name:op_a, tool_description:A, tool_parameters:{"type": "object", "properties": {"x": {"description": "", "type": "string"}}, "required": []}',
       );
+    });
+
+    it('a request value cannot inject a parameter into the schema query (app_id, tool_ids, versions)', async () => {
+      await buildToolset(
+        endpoints(fake),
+        {
+          ...none,
+          tools: [
+            { tool_id: 'tool@1&tool_ids=tool@2', version: 'V1.0&versions=V2.0' },
+            { tool_id: 'tool@2#frag', version: 'V1.0' },
+          ],
+        },
+        { ...ctx(), appId: 'x&app_id=other' },
+      ).catch(() => {}); // no tool matches those ids: whatever the answer, the query is the point
+      const [q] = fake.at('/link/versions');
+      expect(q!.query).to.deep.equal([
+        ['app_id', 'x&app_id=other'],
+        ['tool_ids', 'tool@1&tool_ids=tool@2'],
+        ['versions', 'V1.0&versions=V2.0'],
+        ['tool_ids', 'tool@2#frag'],
+        ['versions', 'V1.0'],
+      ]);
     });
 
     it('runs with the exact http_run body; header/query/body base64 of ASCII JSON; the whole answer is the observation', async () => {

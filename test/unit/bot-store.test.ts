@@ -21,6 +21,7 @@ import {
 } from '../../lib/store/bot-config.js';
 import { CachedBotStore, type BotCache } from '../../lib/store/cached.js';
 import { MemoryBotStore } from '../../lib/store/memory.js';
+import { TOMBSTONE } from '../../lib/store/redis-cache.js';
 import { Snowflake } from '../../lib/store/snowflake.js';
 import { SqliteBotStore } from '../../lib/store/sqlite.js';
 import type { BotStore } from '../../lib/store/types.js';
@@ -222,6 +223,7 @@ class FakeCache implements BotCache {
   readonly mode = 'standalone' as const;
   readonly data = new Map<string, string>();
   readonly ops: string[] = [];
+  readonly fillWindowMs = 5000;
   down = false;
   failEvict = false;
   private op(name: string): void {
@@ -230,7 +232,8 @@ class FakeCache implements BotCache {
   }
   async get(bot: string) {
     this.op(`get ${bot}`);
-    return this.data.get(bot) ?? null;
+    const v = this.data.get(bot);
+    return v === undefined || v === TOMBSTONE ? null : v;
   }
   async populate(bot: string, v: string) {
     this.op(`populate ${bot}`);
@@ -240,10 +243,10 @@ class FakeCache implements BotCache {
     this.op(`put ${bot}`);
     this.data.set(bot, v);
   }
-  async evict(bot: string) {
-    this.op(`evict ${bot}`);
-    if (this.failEvict) throw new Error('evict failed');
-    this.data.delete(bot);
+  async tombstone(bot: string) {
+    this.op(`tombstone ${bot}`);
+    if (this.failEvict) throw new Error('tombstone failed');
+    this.data.set(bot, TOMBSTONE);
   }
   async close() {}
 }
@@ -277,12 +280,12 @@ describe('CachedBotStore (memory database, fake cache)', () => {
     expect(await store.create(cfg('a', 'c'))).to.equal(false);
   });
 
-  it('update: evicts before the write, rewrites after; a failed eviction is 40041 and nothing is written', async () => {
+  it('update: tombstones before the write, rewrites after; a failed tombstone is 40041 and nothing is written', async () => {
     await store.create(cfg('a', 'b'));
     await store.get('a', 'b');
     cache.ops.length = 0;
     expect(await store.update(cfg('a', 'b', { tool_ids: ['new'] }))).to.equal(true);
-    expect(cache.ops).to.deep.equal(['get b', 'evict b', 'put b']);
+    expect(cache.ops).to.deep.equal(['get b', 'tombstone b', 'put b']);
     expect(JSON.parse(cache.data.get('b')!).tool_ids).to.deep.equal(['new']);
 
     cache.failEvict = true;
@@ -298,7 +301,7 @@ describe('CachedBotStore (memory database, fake cache)', () => {
     );
   });
 
-  it('delete: a failed eviction is 40051 and the row stays; else evicted twice around the delete', async () => {
+  it('delete: a failed tombstone is 40051 and the row stays; else tombstoned twice around the delete', async () => {
     await store.create(cfg('a', 'b'));
     cache.failEvict = true;
     try {
@@ -311,8 +314,12 @@ describe('CachedBotStore (memory database, fake cache)', () => {
     cache.failEvict = false;
     cache.ops.length = 0;
     expect(await store.delete('a', 'b')).to.equal(true);
-    expect(cache.ops).to.deep.equal(['get b', 'evict b', 'evict b']);
-    expect(cache.data.has('b')).to.equal(false);
+    expect(cache.ops).to.deep.equal(['get b', 'tombstone b', 'tombstone b']);
+    expect(cache.data.get('b')).to.equal(TOMBSTONE);
+    expect(await store.get('a', 'b')).to.equal(null);
+    expect(await store.create(cfg('a', 'b')), 'a tombstone is not an existing config').to.equal(
+      true,
+    );
   });
 
   it('a population never overwrites a newer value (SET NX semantics)', async () => {

@@ -5,6 +5,7 @@ import { SettingsError, validateSettings } from '../../lib/config/settings.js';
 import { routeLabel } from '../../lib/http/routes/metrics.js';
 import type { MetricJson, MetricsPrimaryToWorker } from '../../lib/ipc.js';
 import {
+  aggregateByFamily,
   ClusterScraper,
   monotonicPart,
   SnapshotStore,
@@ -13,6 +14,7 @@ import {
 import {
   bearerOk,
   createWorkerMetrics,
+  LabeledCells,
   LabelLimiter,
   OTHER_LABEL,
   RequestSeries,
@@ -244,6 +246,109 @@ describe('metrics: departed-worker scheme (pure)', () => {
     st.update(1, 4, [counter('req', 9)]);
     st.depart(1);
     expect(st.departedJson()[0]!.values[0]!.value).to.equal(10);
+  });
+});
+
+describe('metrics: label cardinality (issue 13)', () => {
+  it('a metric keeps at most maxSeries label sets; the rest count in one all-__other__ set', () => {
+    const cells = new LabeledCells(['app_id', 'func'], [10, 100], 3);
+    const counted: string[][] = [];
+    for (let i = 0; i < 10; i++) counted.push(cells.observe([`a${i}`, `f${i}`], i));
+    cells.observe(['a0', 'f0'], 5); // a kept set stays its own
+    expect(counted.slice(0, 3)).to.deep.equal([
+      ['a0', 'f0'],
+      ['a1', 'f1'],
+      ['a2', 'f2'],
+    ]);
+    for (const c of counted.slice(3)) expect(c).to.deep.equal([OTHER_LABEL, OTHER_LABEL]);
+    expect(cells.size).to.equal(4);
+    const json = cells.histogramJson('h', 'h');
+    const counts = json.values.filter((v) => v.metricName === 'h_count');
+    expect(counts.map((v) => [v.labels.app_id, v.value])).to.deep.equal([
+      ['a0', 2],
+      ['a1', 1],
+      ['a2', 1],
+      [OTHER_LABEL, 7],
+    ]);
+  });
+
+  it('a worker: 100k distinct app_id/func pairs make at most METRICS_MAX_SERIES + 1 series a chat metric, every request counted, the OTLP sink gets the same labels', async () => {
+    const m = createWorkerMetrics({ defaults: false, maxSeries: 100 });
+    const sunk = new Set<string>();
+    m.setSink({ chat: (r) => sunk.add(`${r.appId}|${r.func}|${r.ret}`) });
+    for (let i = 0; i < 400; i++)
+      for (let j = 0; j < 250; j++)
+        m.recordChatRequest({ appId: `a${i}`, func: `f${j}`, ret: 40001, durationMs: 3 });
+    const snap = await m.snapshot();
+    const total = snap.find((x) => x.name === 'server_request_total')!;
+    expect(total.values).to.have.length(101);
+    expect(total.values.reduce((n, v) => n + v.value, 0)).to.equal(100_000);
+    const time = snap.find((x) => x.name === 'server_request_time_microseconds')!;
+    expect(time.values.filter((v) => v.metricName?.endsWith('_count'))).to.have.length(101);
+    expect(sunk.size).to.equal(101);
+    m.limitSeries(200); // raised later (the settings reach the metrics after they are built)
+    m.recordChatRequest({ appId: 'new', func: 'new', ret: 0, durationMs: 1 });
+    const again = (await m.snapshot()).find((x) => x.name === 'server_request_total')!;
+    expect(again.values).to.have.length(102);
+  });
+
+  it("the primary's departed accumulator keeps at most maxSeries label sets a metric (histograms whole), and every count", async () => {
+    const st = new SnapshotStore(3);
+    const hist = (labels: Record<string, string>, n: number): MetricJson => ({
+      name: 'h',
+      help: 'h',
+      type: 'histogram',
+      aggregator: 'sum',
+      values: [
+        { value: 0, labels: { ...labels, le: 1 }, metricName: 'h_bucket' },
+        { value: n, labels: { ...labels, le: '+Inf' }, metricName: 'h_bucket' },
+        { value: n * 2, labels, metricName: 'h_sum' },
+        { value: n, labels, metricName: 'h_count' },
+      ],
+    });
+    let id = 0;
+    for (let w = 0; w < 5; w++) {
+      // every worker has two label sets of its own
+      st.update(++id, 1, [
+        counter('c', 1, { app: `w${w}a` }),
+        counter('c', 1, { app: `w${w}b` }),
+        hist({ app: `w${w}a` }, 2),
+        hist({ app: `w${w}b` }, 2),
+      ]);
+      st.depart(id);
+    }
+    const departed = st.departedJson();
+    const c = departed.find((m) => m.name === 'c')!;
+    expect(c.values.map((v) => v.labels.app)).to.deep.equal(['w0a', 'w0b', 'w1a', OTHER_LABEL]);
+    expect(c.values.reduce((n, v) => n + v.value, 0)).to.equal(10);
+    const ex = await render([departed]);
+    const h = ex.samples('h');
+    expect(h.map((x) => x.labels?.app)).to.deep.equal(['w0a', 'w0b', 'w1a', OTHER_LABEL]);
+    const other = h[3]!;
+    expect([other.count, other.sum, other.buckets]).to.deep.equal([
+      '14',
+      '28',
+      { '1': '0', '+Inf': '14' },
+    ]);
+  });
+
+  it('aggregating one family at a time renders what one aggregate() renders', async () => {
+    const w1 = createWorkerMetrics();
+    const w2 = createWorkerMetrics();
+    for (const [m, n] of [
+      [w1, 3],
+      [w2, 5],
+    ] as const) {
+      m.observeRequest('GET', '/health', 200, performance.now() - 2);
+      for (let i = 0; i < n; i++)
+        m.recordChatRequest({ appId: `a${i}`, func: 'f', ret: 0, durationMs: 10 * i });
+    }
+    const arrays = [await w1.snapshot(), await w2.snapshot()];
+    const whole = await AggregatorRegistry.aggregate(
+      JSON.parse(JSON.stringify(arrays)) as MetricJson[][],
+    ).metrics();
+    const sliced = await aggregateByFamily(JSON.parse(JSON.stringify(arrays)) as MetricJson[][]);
+    expect(sliced).to.equal(whole);
   });
 });
 

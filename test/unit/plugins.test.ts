@@ -167,7 +167,7 @@ describe('link tools (spec 8.1)', () => {
     expect(b64Json({ a: 1 })).to.equal(Buffer.from('{"a": 1}').toString('base64'));
   });
 
-  it('schema query URL: values as they are, strings get V1.0', () => {
+  it('schema query URL: every value percent-encoded (no parameter injection), strings get V1.0', () => {
     const refs = toolRefs([
       'tool@1',
       { tool_id: 'tool@2', version: 'V2.0' },
@@ -179,8 +179,20 @@ describe('link tools (spec 8.1)', () => {
       { tool_id: 'tool@3', version: '' },
     ]);
     expect(schemaQueryUrl('http://h/api/v1/tools/versions', 'app1', refs)).to.equal(
-      'http://h/api/v1/tools/versions?app_id=app1&tool_ids=tool@1&versions=V1.0&tool_ids=tool@2&versions=V2.0&tool_ids=tool@3&versions=',
+      'http://h/api/v1/tools/versions?app_id=app1&tool_ids=tool%401&versions=V1.0&tool_ids=tool%402&versions=V2.0&tool_ids=tool%403&versions=',
     );
+    const hostile = schemaQueryUrl(
+      'http://h/versions?region=cn',
+      'x&app_id=other',
+      toolRefs([{ tool_id: 't#1&tool_ids=t2', version: 'V1 ?=%' }]),
+    );
+    const q = [...new URL(hostile).searchParams];
+    expect(q).to.deep.equal([
+      ['region', 'cn'],
+      ['app_id', 'x&app_id=other'],
+      ['tool_ids', 't#1&tool_ids=t2'],
+      ['versions', 'V1 ?=%'],
+    ]);
   });
 
   it('Python truthiness of observations', () => {

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import { createLogger } from '../../lib/telemetry/logger.js';
-import { redact, redactString } from '../../lib/telemetry/redact.js';
+import { AgentError, CODES } from '../../lib/agent/errors.js';
+import { isCredentialParam, redact, redactString } from '../../lib/telemetry/redact.js';
 
 describe('redaction', () => {
   it('masks secret-looking keys and URL credentials on a copy, never mutating the input', () => {
@@ -62,5 +63,59 @@ describe('redaction', () => {
       level: 'info',
     });
     expect(line.settings).to.deep.equal({ REDIS_PASSWORD: '***' });
+  });
+
+  it('masks credentials in query strings (and fragments), whatever the case; other parameters stay', () => {
+    const cases: Array<[string, string]> = [
+      ['http://mcp:8080/sse?token=abc123', 'http://mcp:8080/sse?token=***'],
+      ['https://h/x?a=1&Access_Token=t0k&b=2', 'https://h/x?a=1&Access_Token=***&b=2'],
+      [
+        'https://h/x?key=K&sk=S&api_key=A&apikey=B',
+        'https://h/x?key=***&sk=***&api_key=***&apikey=***',
+      ],
+      [
+        'https://h/x?SIGNATURE=s&secret=z&password=p&auth=q',
+        'https://h/x?SIGNATURE=***&secret=***&password=***&auth=***',
+      ],
+      [
+        'https://b.s3.amazonaws.com/o?X-Amz-Credential=AK%2F1&X-Amz-Signature=ff&X-Amz-Expires=60',
+        'https://b.s3.amazonaws.com/o?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=60',
+      ],
+      ['https://app/cb#access_token=xyz&state=1', 'https://app/cb#access_token=***&state=1'],
+      ['https://u:pw@h/p?token=t', 'https://u:***@h/p?token=***'],
+      // in an upstream message, comma-joined the way the service writes its messages
+      [
+        'MCP server http://10.0.0.5/sse?apiKey=k1,connect ECONNREFUSED,sid',
+        'MCP server http://10.0.0.5/sse?apiKey=***,connect ECONNREFUSED,sid',
+      ],
+      ['"http://h/?q=weather&page=2&token="', '"http://h/?q=weather&page=2&token="'],
+      ['a plain sentence: x=1 and key=value', 'a plain sentence: x=1 and key=value'],
+    ];
+    for (const [input, want] of cases) expect(redactString(input), input).to.equal(want);
+    for (const n of ['token', 'TOKEN', 'id_token', 'x-api-key', 'AccessKeyId', 'client_secret'])
+      expect(isCredentialParam(n), n).to.equal(true);
+    for (const n of ['q', 'page', 'state', 'app_id', 'tool_ids', 'author', 'skip', 'signal'])
+      expect(isCredentialParam(n), n).to.equal(false);
+  });
+
+  it('masks them in objects and errors that are logged, and in the messages a client gets', () => {
+    const out = redact({
+      url: 'http://h/?token=abc',
+      err: new Error('GET http://h/?sig=s failed'),
+    });
+    expect(out).to.deep.equal({
+      url: 'http://h/?token=***',
+      err: {
+        name: 'Error',
+        message: 'GET http://h/?sig=*** failed',
+        stack: (out as { err: { stack: string } }).err.stack,
+      },
+    });
+    expect((out as { err: { stack: string } }).err.stack).not.to.contain('sig=s ');
+    const e = new AgentError(CODES.MCP_PROTOCOL, 'MCP server http://m/sse?token=planted: 401');
+    expect(e.message).to.equal(
+      'Failed to get MCP server protocol,MCP server http://m/sse?token=***: 401',
+    );
+    expect(e.detail).not.to.contain('planted');
   });
 });

@@ -1,7 +1,9 @@
 // Builds the tools of one request (spec 7.1 step 5 / custom step 2): link tools, then MCP, then
 // workflows, in that order. A failure closes what was already opened (MCP sessions).
+import { parseHostAllowList, type HostAllowList } from '../../config/host-allow-list.js';
 import type { Settings } from '../../config/settings.js';
 import type { RunContext } from '../runners/types.js';
+import { checkMcpHosts } from '../upstream-hosts.js';
 import { PluginHttpClient } from './http.js';
 import { buildLinkTools, type LinkToolRef } from './link.js';
 import { buildMcpTools } from './mcp.js';
@@ -23,6 +25,8 @@ export interface PluginEndpoints {
   timeoutMs: number;
   /** Keep-alive connections to the services; without one, each build opens its own (no reuse). */
   client?: PluginHttpClient;
+  /** AGENT_ALLOWED_UPSTREAM_HOSTS: the hosts mcp_server_urls may name (null: any). */
+  allowedHosts?: HostAllowList;
 }
 
 export type PluginSettings = Pick<
@@ -34,6 +38,7 @@ export type PluginSettings = Pick<
   | 'GET_WORKFLOWS_URL'
   | 'WORKFLOW_SSE_BASE_URL'
   | 'PLUGIN_TIMEOUT'
+  | 'AGENT_ALLOWED_UPSTREAM_HOSTS'
 >;
 
 export function pluginEndpointsFrom(s: PluginSettings): PluginEndpoints {
@@ -46,6 +51,7 @@ export function pluginEndpointsFrom(s: PluginSettings): PluginEndpoints {
     workflowSseBaseUrl: s.WORKFLOW_SSE_BASE_URL,
     timeoutMs: s.PLUGIN_TIMEOUT,
     client: new PluginHttpClient(),
+    allowedHosts: parseHostAllowList(s.AGENT_ALLOWED_UPSTREAM_HOSTS),
   };
 }
 
@@ -67,6 +73,8 @@ export async function buildToolset(
   req: PluginRequest,
   ctx: RunContext,
 ): Promise<Toolset> {
+  // Before any plugin request: the list of MCP servers goes to the proxy too.
+  checkMcpHosts(endpoints.allowedHosts ?? null, req.mcpServerUrls);
   const timeoutMs = endpoints.timeoutMs;
   const client = endpoints.client ?? new PluginHttpClient({ keepAlive: false });
   const link = await buildLinkTools(

@@ -45,13 +45,18 @@ export interface LinkOptions {
 }
 
 /**
- * `GET {VERSIONS_LINK_URL}?app_id=..&tool_ids=..&versions=..` with the values as they are (the
- * original does not URL-encode them; fetch still escapes what a URL cannot carry).
+ * `GET {VERSIONS_LINK_URL}?app_id=..&tool_ids=..&versions=..`, every value percent-encoded (the
+ * original sends them as they are, so an app_id `x&app_id=other` injected a parameter; issue 13).
+ * Parameters already in VERSIONS_LINK_URL are kept ahead of them.
  */
 export function schemaQueryUrl(base: string, appId: string, refs: readonly LinkToolRef[]): string {
-  let url = `${base}${base.includes('?') ? '&' : '?'}app_id=${appId}`;
-  for (const r of refs) url += `&tool_ids=${r.tool_id}&versions=${r.version}`;
-  return url;
+  const url = new URL(base);
+  url.searchParams.append('app_id', appId);
+  for (const r of refs) {
+    url.searchParams.append('tool_ids', r.tool_id);
+    url.searchParams.append('versions', r.version);
+  }
+  return url.href;
 }
 
 // ---- OpenAPI operation -> tool parameters ------------------------------------------------------
