@@ -5,6 +5,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { Client, sampleConfig } from '../support/bot-config.js';
@@ -76,10 +77,19 @@ describe('supervisor faults (real processes, real signals)', function () {
     const load = startAttributedLoad(svc.port, { clients: 6 });
     await sleep(300);
     const open = readdirSync(`/proc/${primary}/fd`).length;
+    const soft = execFileSync('prlimit', [
+      '--pid',
+      String(primary),
+      '--nofile',
+      '--noheadings',
+      '--output=SOFT',
+    ])
+      .toString()
+      .trim();
     execFileSync('prlimit', ['--pid', String(primary), `--nofile=${open}:`]);
     const [victim] = serving(svc);
     const mark = svc.logs.length;
-    load.doomed.add(victim!);
+    load.doom(victim!);
     process.kill(victim!, 'SIGKILL');
     await lineAfter(svc, /^cannot fork a worker \(replace\): .*EMFILE/, mark);
     await sleep(2500);
@@ -88,7 +98,7 @@ describe('supervisor faults (real processes, real signals)', function () {
     expect(failedForks).to.be.within(1, 6);
     expect(svc.alive).to.equal(true);
     expect(serving(svc)).to.have.length(1);
-    execFileSync('prlimit', ['--pid', String(primary), '--nofile=65536:']);
+    execFileSync('prlimit', ['--pid', String(primary), `--nofile=${soft}:`]);
     await converged(svc, 2, 0, 15000);
     expect(svc.count(FORKED, mark)).to.equal(1);
     await finish(svc, load);
@@ -152,7 +162,7 @@ describe('supervisor faults (real processes, real signals)', function () {
         await lineAfter(svc, /^reload aborted: a new worker did not become ready/, mark, 30000);
         await converged(svc, 2, spares);
         const [victim] = serving(svc);
-        load.doomed.add(victim!);
+        load.doom(victim!);
         mark = svc.logs.length;
         process.kill(victim!, 'SIGKILL');
         await lineAfter(svc, /^worker ready$/, mark);
@@ -186,7 +196,7 @@ describe('supervisor faults (real processes, real signals)', function () {
     renameSync(dbFile, `${dbFile}.aside`);
     mkdirSync(dbFile);
     const [victim] = serving(svc);
-    load.doomed.add(victim!);
+    load.doom(victim!);
     const mark = svc.logs.length;
     process.kill(victim!, 'SIGKILL');
     await lineAfter(svc, /\(replace\) failed to boot/, mark);
@@ -217,16 +227,13 @@ describe('supervisor faults (real processes, real signals)', function () {
     const dbFile = join(svc.cwd, 'data', 'agent.db');
     renameSync(dbFile, `${dbFile}.aside`);
     mkdirSync(dbFile);
-    const [victim, healthy] = serving(svc);
-    // Long enough to span the failed boots, on the worker that stays.
-    const slow = (async () => {
-      for (;;) {
-        const r = await request(svc!.port, '/__test/sleep?ms=2500');
-        if (JSON.parse(r.body).pid === healthy) return r;
-      }
-    })();
+    // A request in flight on one connection (so one worker) that stays; the other is killed.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const healthy = JSON.parse((await request(svc.port, '/health', { agent })).body).pid as number;
+    const victim = serving(svc).find((p) => p !== healthy)!;
+    const slow = request(svc.port, '/__test/sleep?ms=2500', { agent });
     await sleep(100);
-    process.kill(victim!, 'SIGKILL');
+    process.kill(victim, 'SIGKILL');
     const exit = await svc.exited;
     expect(exit.code).to.equal(4);
     expect((await slow).status).to.equal(200);
@@ -288,7 +295,7 @@ describe('supervisor faults (real processes, real signals)', function () {
     const fresh = forked.worker_pid as number;
     process.kill(fresh, 'SIGSTOP');
     const old = pidOf.get(forked.replaces as number)!;
-    load.doomed.add(old);
+    load.doom(old);
     process.kill(old, 'SIGKILL');
     await lineAfter(svc, /the worker booting to replace it takes its place/, mark);
     process.kill(fresh, 'SIGCONT');
@@ -319,7 +326,7 @@ describe('supervisor faults (real processes, real signals)', function () {
     const old = svc.logs
       .filter((l) => l.message === 'worker ready' && l.worker === forked.replaces)
       .map((l) => l.worker_pid as number)[0]!;
-    load.doomed.add(old);
+    load.doom(old);
     process.kill(old, 'SIGSTOP');
     await lineAfter(svc, /^worker hung/, mark);
     process.kill(fresh, 'SIGCONT');

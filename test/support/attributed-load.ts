@@ -8,7 +8,11 @@ import http from 'node:http';
 export interface AttributedReport {
   ok: number;
   failed: number;
-  /** Failures on connections served by a worker in `doomed` when they failed. */
+  /**
+   * Failures on connections served by a worker in `doomed` when they failed, and resets of a
+   * new connection within 1 s of a doomed worker's end (the kernel had handed it to that worker:
+   * accepted, then closed by its death). A refused connection is never "own".
+   */
   ownFailures: number;
   /** Every other failure, with its reason. */
   other: string[];
@@ -20,6 +24,8 @@ export interface AttributedLoad {
   report: AttributedReport;
   /** Pids whose connections may fail (killed, or stopped past the hung timeout). */
   doomed: Set<number>;
+  /** Marks a worker's end (call it when killing it): see `ownFailures`. */
+  doom(pid: number): void;
   /** Optional extra request on the same connection after /health (e.g. a chat stream). */
   stop(): Promise<AttributedReport>;
 }
@@ -76,11 +82,18 @@ export function startAttributedLoad(port: number, opts: AttributedOptions = {}):
     byPid: new Map(),
   };
   const doomed = new Set<number>();
+  let lastDoomAt = -Infinity;
+  const doom = (pid: number) => {
+    doomed.add(pid);
+    lastDoomAt = Date.now();
+  };
   const random = opts.random ?? Math.random;
   let running = true;
   const fail = (pid: number | undefined, why: string) => {
     report.failed++;
+    const reset = why === 'ECONNRESET' || why === 'socket hang up';
     if (pid !== undefined && doomed.has(pid)) report.ownFailures++;
+    else if (pid === undefined && reset && Date.now() - lastDoomAt < 1000) report.ownFailures++;
     else report.other.push(`${why}${pid ? ` (worker ${pid})` : ' (new connection)'}`);
   };
   const client = async () => {
@@ -121,6 +134,7 @@ export function startAttributedLoad(port: number, opts: AttributedOptions = {}):
   return {
     report,
     doomed,
+    doom,
     async stop() {
       running = false;
       await Promise.all(clients);
