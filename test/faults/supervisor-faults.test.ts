@@ -11,14 +11,7 @@ import { join } from 'node:path';
 import { Client, sampleConfig } from '../support/bot-config.js';
 import { startAttributedLoad, type AttributedLoad } from '../support/attributed-load.js';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
-import {
-  request,
-  sleep,
-  startService,
-  waitUntil,
-  type LogLine,
-  type Service,
-} from '../support/service.js';
+import { request, sleep, startService, type LogLine, type Service } from '../support/service.js';
 
 const HOOKS = { AGENT_TEST_HOOKS: '1' };
 const FORKED = /^worker forked$/;
@@ -34,13 +27,20 @@ function isAlive(pid: number): boolean {
 
 const serving = (svc: Service) => svc.readyWorkerPids().filter(isAlive);
 
-/** N serving workers and N + spares processes, held for a second. */
+/** N serving workers and N + spares processes, held for a whole second. */
 async function converged(svc: Service, n: number, spares: number, timeoutMs = 15000) {
   const ok = () => serving(svc).length === n && svc.childPids().length === n + spares;
-  await waitUntil(ok, timeoutMs, `${n} serving workers and ${spares} spare(s)`);
-  await sleep(1000);
+  const end = Date.now() + timeoutMs;
+  let heldSince = 0;
+  while (Date.now() < end) {
+    if (!ok()) heldSince = 0;
+    else if (!heldSince) heldSince = Date.now();
+    else if (Date.now() - heldSince >= 1000) return;
+    await sleep(50);
+  }
   expect(serving(svc), 'serving workers').to.have.length(n);
   expect(svc.childPids(), 'worker processes').to.have.length(n + spares);
+  throw new Error(`${n} serving workers and ${spares} spare(s) did not hold for 1 s`);
 }
 
 function configText(lines: Record<string, string>): string {
