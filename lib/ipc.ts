@@ -2,7 +2,7 @@
 import { isPlainObject } from './schema/object.js';
 
 /** Why a worker is asked to drain; decides its WebSocket close code and its /health answer. */
-export type DrainReason = 'stop' | 'reload' | 'scale' | 'recycle';
+export type DrainReason = 'stop' | 'reload' | 'scale' | 'recycle' | 'hung';
 
 export type WorkerToPrimary =
   | { t: 'ready'; host: string; port: number }

@@ -40,7 +40,7 @@ export const SETTING_SPECS = {
     'ms',
   )({
     default: 30000,
-    desc: 'how long a stop waits for in-flight requests before SIGKILL',
+    desc: 'the whole time a draining worker has: requests until this minus a cleanup margin (a quarter, at most 2 s), then cleanup; SIGKILL 2 s after it',
   }),
   SERVICE_READY_TIMEOUT: int(
     100,
@@ -56,7 +56,7 @@ export const SETTING_SPECS = {
     'ms',
   )({
     default: 30000,
-    desc: 'a worker whose heartbeat is silent this long is killed as hung',
+    desc: 'a worker whose heartbeat is silent this long is killed as hung (a pause of the whole service restarts the count)',
   }),
   SERVICE_RESTART_BACKOFF_BASE: int(
     0,

@@ -74,7 +74,7 @@ interface Slot {
   /** A scale-up worker: it takes a new seat only once it is ready. */
   extra?: boolean;
   /** Set when the pool itself ended this worker: its exit is expected, not a crash. */
-  retired?: DrainReason | 'killed' | 'hung';
+  retired?: DrainReason | 'killed';
   recycling?: boolean;
   recycleFailures: number;
   /** performance.now() before which no recycle is tried again (after a failed one). */
@@ -863,7 +863,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.emit('workers', this.readyCount());
   }
 
-  private kill(slot: Slot, why: 'killed' | 'hung', signal: NodeJS.Signals): void {
+  private kill(slot: Slot, why: 'killed', signal: NodeJS.Signals): void {
     slot.retired ??= why;
     clearTimeout(slot.readyTimer);
     slot.worker.process.kill(signal);
@@ -967,7 +967,14 @@ export class Pool extends EventEmitter<PoolEvents> {
         silent_ms: Math.round(now - slot.lastBeat),
       });
       slot.state = 'draining';
-      this.kill(slot, 'hung', 'SIGTERM');
+      // Not SIGTERM: a worker that only seemed hung (stopped, then resumed) would take it for the
+      // service's stop and answer /health 503 on its connections. A drain message is read after
+      // whatever blocked it, as a replacement (200 on /health); SIGKILL follows after the grace.
+      slot.retired = 'hung';
+      this.send(slot, { t: 'drain', reason: 'hung', timeoutMs: KILL_GRACE_MS });
+      slot.killTimer = this.later(KILL_GRACE_MS, 'a kill deadline', () =>
+        slot.worker.process.kill('SIGKILL'),
+      );
       this.emit('restart', 'hung');
       this.fillSeats(0);
     }

@@ -160,7 +160,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       clients: 12,
       extra: (agent) => chatOn(port, agent),
       extraShare: 0.3,
-      random,
+      // Its own stream: the fault sequence of a seed must not depend on request timing.
+      random: prng(opts.seed ^ 0x9e3779b9),
     });
     // The workers the pool ends itself (hung) or that die: their connections may fail.
     let seen = 0;

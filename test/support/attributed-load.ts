@@ -119,9 +119,9 @@ export function startAttributedLoad(port: number, opts: AttributedOptions = {}):
           }
         }
       } catch (e) {
-        const err = e as NodeJS.ErrnoException & { reused?: boolean };
+        const err = e as NodeJS.ErrnoException & { reused?: boolean; pid?: number };
         // A failure on a connection we had used belongs to the worker that served it.
-        fail(err.reused ? pid : undefined, err.code ?? err.message);
+        fail(err.pid ?? (err.reused ? pid : undefined), err.code ?? err.message);
         agent.destroy();
         agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
         pid = undefined;
