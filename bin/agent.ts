@@ -3,9 +3,8 @@
 import { parseArgs } from 'node:util';
 import { showConfig } from '../lib/cli/config.js';
 import { checkHealth } from '../lib/cli/health.js';
-import { signalRunning } from '../lib/cli/signal.js';
+import { controlCommand } from '../lib/cli/control.js';
 import type { LoadOptions } from '../lib/config/load.js';
-import { runPrimary } from '../lib/supervisor/primary.js';
 import { version } from '../lib/version.js';
 
 const HELP = `Usage: astron-agent [command] [options]
@@ -16,15 +15,28 @@ Commands:
              secrets masked
   health     exit 0 only if GET /health on SERVICE_HOST:SERVICE_PORT answers 200
              (the container HEALTHCHECK)
-  reload     rolling reload of the running service (SIGHUP to the pid in SERVICE_PID_FILE)
-  stop       graceful stop of the running service (SIGTERM to the pid in SERVICE_PID_FILE)
+  status     the running service and one row per worker process (--json for tools);
+             exit 0 running, 3 not running, 4 unknown (LSB)
+  reload     rolling reload of the running service; waits until every worker is replaced
+             (one line each): exit 0 done, 1 aborted or invalid configuration
+  scale N    set the number of serving workers (N, +N or -N); removed workers are drained;
+             waits until done
+  stop       graceful stop of the running service; waits for it: exit 0 when every worker
+             drained, 1 otherwise
   version    print the version
+
+reload, scale, stop and status talk to the primary over its control socket
+(SERVICE_CONTROL_SOCKET); when none answers they fall back to signals through SERVICE_PID_FILE
+(SIGHUP, SIGTTIN/SIGTTOU, SIGTERM) and say that the outcome cannot be reported.
 
 Options:
   -c, --config PATH   configuration file (default: $AGENT_CONFIG_FILE or ./config.env)
   -w, --workers N     worker processes, N >= 1 or auto (overrides SERVICE_WORKERS)
   -p, --port N        listen port (overrides SERVICE_PORT)
-  -t, --timeout MS    health: how long to wait for the answer (default 3000)
+  -t, --timeout MS    health, status: how long to wait for the answer (default 3000);
+                      reload, scale, stop: how long to wait for the outcome (default: as long
+                      as it takes)
+      --json          status: JSON instead of a table
   -h, --help          show this help
   -v, --version       print the version
 
@@ -41,6 +53,13 @@ function usage(message: string): never {
 }
 
 async function main(argv: string[]): Promise<number | undefined> {
+  // `scale -1` is a count, not an option.
+  let scaleDown: string | undefined;
+  const at = argv.indexOf('scale');
+  if (at >= 0 && /^-\d+$/.test(argv[at + 1] ?? '')) {
+    scaleDown = argv[at + 1];
+    argv = [...argv.slice(0, at + 1), ...argv.slice(at + 2)];
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -51,6 +70,7 @@ async function main(argv: string[]): Promise<number | undefined> {
         workers: { type: 'string', short: 'w' },
         port: { type: 'string', short: 'p' },
         timeout: { type: 'string', short: 't' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -58,7 +78,9 @@ async function main(argv: string[]): Promise<number | undefined> {
   } catch (err) {
     usage((err as Error).message);
   }
-  const { values, positionals } = parsed;
+  const { values } = parsed;
+  const positionals = [...parsed.positionals];
+  if (scaleDown !== undefined) positionals.splice(1, 0, scaleDown);
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
@@ -67,8 +89,9 @@ async function main(argv: string[]): Promise<number | undefined> {
     process.stdout.write(`${version()}\n`);
     return 0;
   }
-  if (positionals.length > 1) usage(`unexpected argument '${positionals[1]}'`);
   const command = positionals[0] ?? 'start';
+  const maxArgs = command === 'scale' ? 2 : 1;
+  if (positionals.length > maxArgs) usage(`unexpected argument '${positionals[maxArgs]}'`);
 
   const opts: LoadOptions = { env: process.env, overrides: {} };
   if (values.config !== undefined) opts.configPath = values.config;
@@ -76,9 +99,12 @@ async function main(argv: string[]): Promise<number | undefined> {
   if (values.port !== undefined) opts.overrides!.SERVICE_PORT = values.port;
 
   switch (command) {
-    case 'start':
+    case 'start': {
+      // The supervisor (and what it imports) is loaded only to run the service.
+      const { runPrimary } = await import('../lib/supervisor/primary.js');
       runPrimary(opts);
       return undefined;
+    }
     case 'config':
       return showConfig(opts);
     case 'health': {
@@ -87,10 +113,24 @@ async function main(argv: string[]): Promise<number | undefined> {
         usage('--timeout takes milliseconds, an integer > 0');
       return checkHealth(opts, timeout);
     }
+    case 'status':
     case 'reload':
-      return signalRunning(opts, 'SIGHUP');
     case 'stop':
-      return signalRunning(opts, 'SIGTERM');
+    case 'scale': {
+      let timeoutMs: number | undefined;
+      if (values.timeout !== undefined) {
+        timeoutMs = Number(values.timeout);
+        if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
+          usage('--timeout takes milliseconds, an integer > 0');
+      }
+      if (command === 'scale' && !/^[+-]?\d{1,4}$/.test(positionals[1] ?? ''))
+        usage('scale takes the number of workers: N, +N or -N');
+      return controlCommand(opts, command, {
+        json: values.json,
+        timeoutMs,
+        workers: positionals[1],
+      });
+    }
     case 'version':
       process.stdout.write(`${version()}\n`);
       return 0;

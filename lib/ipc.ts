@@ -9,22 +9,30 @@ export type WorkerToPrimary =
   /** A spare worker finished its dependency init and waits for `activate` before listening. */
   | { t: 'standby' }
   | { t: 'boot-error'; message: string; stack?: string; code?: string }
-  | { t: 'heartbeat'; requests: number; rss: number };
+  /** `inflight`: requests being answered (SSE streams included); `streams`: SSE + WebSocket. */
+  | { t: 'heartbeat'; requests: number; rss: number; inflight: number; streams: number }
+  /** GET /health/backlog: the whole service's requests in flight, from the primary. */
+  | { t: 'backlog'; id: number };
 
 export type PrimaryToWorker =
   | { t: 'drain'; reason: DrainReason; timeoutMs: number }
   /** A spare worker: listen now, then report ready. */
-  | { t: 'activate' };
+  | { t: 'activate' }
+  | { t: 'backlog-result'; id: number; inflight: number; workers: number };
 
 export function isWorkerMessage(m: unknown): m is WorkerToPrimary {
   return (
     isPlainObject(m) &&
-    (m.t === 'ready' || m.t === 'standby' || m.t === 'boot-error' || m.t === 'heartbeat')
+    (m.t === 'ready' ||
+      m.t === 'standby' ||
+      m.t === 'boot-error' ||
+      m.t === 'heartbeat' ||
+      m.t === 'backlog')
   );
 }
 
 export function isPrimaryMessage(m: unknown): m is PrimaryToWorker {
-  return isPlainObject(m) && (m.t === 'drain' || m.t === 'activate');
+  return isPlainObject(m) && (m.t === 'drain' || m.t === 'activate' || m.t === 'backlog-result');
 }
 
 /**

@@ -118,6 +118,18 @@ export const SETTING_SPECS = {
     default: 'data/astron-agent.pid',
     desc: 'the primary writes its pid here (relative to the working directory) for `astron-agent reload`/`stop`; empty = none',
   }),
+  HEALTH_READY_STORE: bool({
+    default: true,
+    desc: '/health/ready answers 503 while the bot-config database (MySQL; SQLite always answers) does not',
+  }),
+  HEALTH_READY_CACHE: bool({
+    default: false,
+    desc: '/health/ready answers 503 while Redis does not (off: without Redis the service answers from the database)',
+  }),
+  SERVICE_CONTROL_SOCKET: text()({
+    default: 'data/astron-agent.sock',
+    desc: "the primary's control socket (mode 0600) for `astron-agent status|reload|scale|stop`, relative to the working directory; empty = none (those commands then fall back to signals)",
+  }),
   RUN_ENVIRON: text()({ default: 'development', desc: 'informational environment name' }),
   SERVICE_SUB: text()({ default: 'svc', desc: 'prefix of the per-request trace ids (sid)' }),
   // --- bot config storage (MySQL, embedded SQLite, Redis cache) ------------------------------

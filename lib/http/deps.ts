@@ -32,6 +32,8 @@ export interface AppDeps {
   chat?: ChatService;
   /** The workflow agent's plugins and knowledge client; with `chat`, the custom route is mounted. */
   custom?: CustomDeps;
+  /** The whole service's requests in flight (asked of the primary); undefined if it did not answer. */
+  backlog?: () => Promise<{ inflight: number; workers: number } | undefined>;
 }
 
 /**

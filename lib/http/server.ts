@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { createApp } from './app.js';
 import type { AppDeps } from './deps.js';
-import { healthHandler } from './routes/health.js';
+import { HEALTH_PATHS, healthHandler } from './routes/health.js';
 import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
 import { closeWebSockets, createWsServer, WS_PATH } from './ws.js';
@@ -23,6 +23,8 @@ export interface HttpService {
   server: http.Server;
   /** Requests received so far. */
   requestCount(): number;
+  /** Requests being answered now (SSE streams included), and open SSE + WebSocket streams. */
+  inFlight(): { requests: number; streams: number };
   /** Calls `fn` once when the request count reaches `n`. */
   onRequestCount(n: number, fn: () => void): void;
   drain(wsCloseCode: number, timeoutMs: number): Promise<boolean>;
@@ -63,8 +65,8 @@ export function createHttpService(deps: AppDeps): HttpService {
     });
     if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
     // Answered before Express's router: the cheapest path for load balancers and probes.
-    if (req.url === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
-      route = '/health';
+    if (HEALTH_PATHS.has(req.url ?? '') && (req.method === 'GET' || req.method === 'HEAD')) {
+      route = req.url;
       health(req, res);
       return;
     }
@@ -151,6 +153,12 @@ export function createHttpService(deps: AppDeps): HttpService {
   return {
     server,
     requestCount: () => requests,
+    inFlight: () => {
+      let sse = 0;
+      for (const res of inflight)
+        if (String(res.getHeader('content-type') ?? '').startsWith('text/event-stream')) sse++;
+      return { requests: inflight.size, streams: sse + wss.clients.size };
+    },
     onRequestCount: (n, fn) => {
       countWatch = { n, fn };
     },

@@ -23,12 +23,12 @@ import { AgentError, CODES } from '../agent/errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { fromCacheValue, toCacheValue, type BotConfig } from './bot-config.js';
 import type { RedisCache } from './redis-cache.js';
-import type { BotStore } from './types.js';
+import { probe, type BotStore } from './types.js';
 
 /** What the cached store needs from a cache (RedisCache, or a fake in unit tests). */
 export type BotCache = Pick<
   RedisCache,
-  'get' | 'populate' | 'put' | 'tombstone' | 'fillWindowMs' | 'close' | 'mode'
+  'get' | 'populate' | 'put' | 'tombstone' | 'fillWindowMs' | 'ping' | 'close' | 'mode'
 >;
 
 const WARN_EVERY_MS = 10_000;
@@ -135,6 +135,14 @@ export class CachedBotStore implements BotStore {
       this.warn('second tombstone', err);
     }
     return ok;
+  }
+
+  async health(timeoutMs: number): Promise<{ store?: string; cache?: string }> {
+    const [db, cache] = await Promise.all([
+      this.db.health(timeoutMs),
+      probe(() => this.cache.ping(), timeoutMs),
+    ]);
+    return cache ? { ...db, cache } : db;
   }
 
   async close(): Promise<void> {

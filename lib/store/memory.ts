@@ -33,5 +33,9 @@ export class MemoryBotStore implements BotStore {
     return true;
   }
 
+  async health(): Promise<{ store?: string }> {
+    return {};
+  }
+
   async close(): Promise<void> {}
 }

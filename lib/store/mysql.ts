@@ -36,7 +36,7 @@ import {
   type BotConfigRow,
 } from './bot-config.js';
 import { Snowflake } from './snowflake.js';
-import type { BotStore } from './types.js';
+import { probe, type BotStore } from './types.js';
 
 export interface MysqlOptions {
   host: string;
@@ -335,6 +335,11 @@ export class MysqlBotStore implements BotStore {
   async delete(appId: string, botId: string): Promise<boolean> {
     const r = await this.query<ResultSetHeader>(this.deleteSql, [appId, botId]);
     return r.affectedRows > 0;
+  }
+
+  async health(timeoutMs: number): Promise<{ store?: string }> {
+    const store = await probe(() => this.pool.query('SELECT 1'), timeoutMs);
+    return store ? { store } : {};
   }
 
   async close(): Promise<void> {

@@ -169,6 +169,12 @@ export class RedisCache {
     if (r !== 'OK') throw new Error(`redis SET answered ${String(r)}`);
   }
 
+  /** PING (in a cluster: the node the client asks); throws when Redis does not answer. */
+  async ping(): Promise<void> {
+    const r = await this.client.ping();
+    if (r !== 'PONG') throw new Error(`redis PING answered ${String(r)}`);
+  }
+
   async close(): Promise<void> {
     try {
       await Promise.race([this.client.quit(), new Promise((r) => setTimeout(r, 1000))]);

@@ -155,6 +155,15 @@ export class SqliteBotStore implements BotStore {
     return this.stmts.delete.run(appId, botId).changes > 0;
   }
 
+  async health(): Promise<{ store?: string }> {
+    try {
+      this.db.prepare('SELECT 1').get();
+      return {};
+    } catch (err) {
+      return { store: (err as Error).message };
+    }
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }

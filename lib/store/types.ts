@@ -17,5 +17,31 @@ export interface BotStore {
   update(cfg: BotConfig): Promise<boolean>;
   /** Deletes the config of (app_id, bot_id). false when there is none. */
   delete(appId: string, botId: string): Promise<boolean>;
+  /**
+   * Whether the dependencies answer now, for /health/ready: a reason per one that does not
+   * (`store`: the database; `cache`: Redis, when configured), none when all answer.
+   */
+  health(timeoutMs: number): Promise<{ store?: string; cache?: string }>;
   close(): Promise<void>;
+}
+
+/** Runs `probe` with a deadline; the failure's message, or undefined when it answered. */
+export async function probe(
+  fn: () => Promise<unknown>,
+  timeoutMs: number,
+): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, rej) => {
+        timer = setTimeout(() => rej(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    return undefined;
+  } catch (err) {
+    return (err as Error)?.message ?? String(err);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -27,11 +27,46 @@ import {
   type RestartPolicy,
 } from './policy.js';
 
+export type ReloadResult = 'ok' | 'aborted' | 'invalid-config' | 'stopped';
+
+/** Whoever asked for a command and waits for it (the control socket): told how it went. */
+export interface Waiter<R> {
+  progress?: (line: string) => void;
+  done: (result: R, message: string) => void;
+}
+
 export type Command =
   | { kind: 'stop'; force?: boolean; signal?: string }
-  | { kind: 'reload'; reason: string }
+  | { kind: 'reload'; reason: string; waiter?: Waiter<ReloadResult> }
   | { kind: 'scale'; delta: 1 | -1 }
+  | { kind: 'scale-to'; target: number; waiter?: Waiter<'ok' | 'failed' | 'stopped'> }
   | { kind: 'recycle'; id: number; reason: 'memory' | 'requests' };
+
+/** One worker process as `astron-agent status` shows it. */
+export interface WorkerStatus {
+  /** The seat it holds (stable across replacements); 0 for a spare. */
+  slot: number;
+  worker: number;
+  pid: number;
+  role: 'serving' | 'spare' | 'draining' | 'starting';
+  generation: number;
+  uptime_s: number;
+  requests: number;
+  inflight: number;
+  streams: number;
+  rss: number;
+  /** Workers that held this seat before this one. */
+  restarts: number;
+  last_exit?: SeatExit;
+}
+
+/** How the previous worker of a seat ended. */
+export interface SeatExit {
+  code: number | null;
+  signal: string | null;
+  reason: string;
+  at: string;
+}
 
 /** Why a worker was (re)started: decides what a failure to boot means. */
 type Purpose = 'boot' | 'replace' | 'reload' | 'scale' | 'recycle' | 'hung' | 'spare';
@@ -69,6 +104,10 @@ interface Slot {
   rss: number;
   /** Requests after which this worker is recycled (0 = never); jittered per worker. */
   maxRequests: number;
+  /** Its seat, stable across replacements (0: a spare, until it takes one). */
+  seat: number;
+  inflight: number;
+  streams: number;
   /** The serving worker this one is booting to replace (reload, recycle): they share a seat. */
   predecessor?: Slot;
   /** A scale-up worker: it takes a new seat only once it is ready. */
@@ -83,6 +122,7 @@ interface Slot {
   readyTimer?: NodeJS.Timeout;
   killTimer?: NodeJS.Timeout;
   waiters: ((r: 'ready' | 'failed') => void)[];
+  exitWaiters: (() => void)[];
 }
 
 export interface PoolOptions {
@@ -140,6 +180,12 @@ export class Pool extends EventEmitter<PoolEvents> {
   private spareFailures = 0;
   private spareTimer?: NodeJS.Timeout;
   private readonly phaseWaiters: (() => void)[] = [];
+  /** Seats whose worker died, waiting for a replacement (it inherits the seat's history). */
+  private readonly vacant: number[] = [];
+  private readonly seats = new Map<number, { restarts: number; lastExit?: SeatExit }>();
+  /** Reload waiters joined to the next reload to start, and those of the one under way. */
+  private reloadWaiters: Waiter<ReloadResult>[] = [];
+  private activeReloadWaiters: Waiter<ReloadResult>[] = [];
 
   constructor(private readonly opts: PoolOptions) {
     super();
@@ -208,7 +254,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       ),
     );
     for (let i = 0; i < this.desired; i++) {
-      if (this.spawn('boot')) continue;
+      if (this.spawn('boot', { seat: i + 1 })) continue;
       // After the fork's own error (next tick) is logged: it says why.
       setImmediate(
         this.guard('a halt', () =>
@@ -231,7 +277,11 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.stop(cmd.force === true, cmd.signal);
       return;
     }
-    if (this.phase === 'stopping') return;
+    if (this.phase === 'stopping') {
+      if ('waiter' in cmd) cmd.waiter?.done('stopped', 'the service is stopping');
+      return;
+    }
+    if (cmd.kind === 'reload' && cmd.waiter) this.reloadWaiters.push(cmd.waiter);
     if (
       cmd.kind === 'reload' &&
       (this.reloadQueued || this.queue.some((c) => c.kind === 'reload'))
@@ -269,6 +319,55 @@ export class Pool extends EventEmitter<PoolEvents> {
     return [...this.slots.values()].map((s) => ({ id: s.id, pid: s.pid, state: s.state }));
   }
 
+  /** The phase as operators see it. */
+  phaseName(): 'booting' | 'running' | 'reloading' | 'stopping' {
+    return this.phase === 'running' && this.reloading ? 'reloading' : this.phase;
+  }
+
+  /** Serving workers wanted (SERVICE_WORKERS, as scaled). */
+  desiredWorkers(): number {
+    return this.desired;
+  }
+
+  /** Requests in flight in the whole service, as of each worker's last heartbeat. */
+  inFlight(): number {
+    let n = 0;
+    for (const s of this.slots.values()) n += s.inflight;
+    return n;
+  }
+
+  status(): WorkerStatus[] {
+    const now = Date.now();
+    return [...this.slots.values()]
+      .map((s): WorkerStatus => {
+        const seat = this.seats.get(s.seat);
+        return {
+          slot: s.seat,
+          worker: s.id,
+          pid: s.pid,
+          role:
+            s.state === 'standby'
+              ? 'spare'
+              : s.state === 'ready'
+                ? 'serving'
+                : s.state === 'draining'
+                  ? 'draining'
+                  : s.purpose === 'spare'
+                    ? 'spare'
+                    : 'starting',
+          generation: s.generation,
+          uptime_s: Math.round((now - (s.readyAt || s.forkedAt)) / 1000),
+          requests: s.requests,
+          inflight: s.inflight,
+          streams: s.streams,
+          rss: s.rss,
+          restarts: s.seat ? (seat?.restarts ?? 0) : 0,
+          last_exit: s.seat ? seat?.lastExit : undefined,
+        };
+      })
+      .sort((a, b) => (a.slot || 1e9) - (b.slot || 1e9) || a.worker - b.worker);
+  }
+
   // ---- commands -----------------------------------------------------------------------------
 
   private async drainQueue(): Promise<void> {
@@ -286,6 +385,7 @@ export class Pool extends EventEmitter<PoolEvents> {
             await this.reload(cmd.reason);
           } while (this.reloadQueued && this.phase === 'running');
         } else if (cmd.kind === 'scale') await this.scale(cmd.delta);
+        else if (cmd.kind === 'scale-to') await this.scaleTo(cmd.target, cmd.waiter);
         else if (cmd.kind === 'recycle') await this.recycle(cmd.id, cmd.reason);
       }
     } finally {
@@ -334,13 +434,18 @@ export class Pool extends EventEmitter<PoolEvents> {
   private async reload(reason: string): Promise<void> {
     const started = Date.now();
     this.reloading = true;
+    this.activeReloadWaiters = this.reloadWaiters.splice(0);
     this.emit('reloading');
     const before = { current: this.current, crashes: this.crashes, spares: this.spareFailures };
     let committed = false;
     try {
       const next = this.readNextConfig();
       if (!next) {
-        this.emit('reloaded', 'invalid-config', Date.now() - started);
+        this.reloadFinished(
+          'invalid-config',
+          Date.now() - started,
+          'invalid configuration (see the service log)',
+        );
         return;
       }
       for (const n of next.notices) this.log.warn(n);
@@ -380,7 +485,11 @@ export class Pool extends EventEmitter<PoolEvents> {
           );
           if (committed) this.restore(before);
           committed = false;
-          this.emit('reloaded', 'aborted', Date.now() - started);
+          this.reloadFinished(
+            'aborted',
+            Date.now() - started,
+            `a new worker did not become ready (${fresh ? (fresh.bootError ?? 'it exited') : 'fork failed'}); the old workers keep serving`,
+          );
           return;
         }
         if (!committed) {
@@ -388,6 +497,9 @@ export class Pool extends EventEmitter<PoolEvents> {
           committed = true;
         }
         replaced++;
+        this.tellReload(
+          `worker ${prev.id} (pid ${prev.pid}) replaced by worker ${fresh!.id} (pid ${fresh!.pid})`,
+        );
         this.emit('restart', 'reload');
         if (this.holdsSeat(prev)) this.retire(prev, 'reload');
       }
@@ -402,11 +514,54 @@ export class Pool extends EventEmitter<PoolEvents> {
         await this.scale(-1);
       const ms = Date.now() - started;
       this.log.info('rolling reload done', { workers: this.readyCount(), duration_ms: ms });
-      this.emit('reloaded', 'ok', ms);
+      this.reloadFinished('ok', ms, `${replaced} worker(s) replaced in ${ms} ms`);
     } finally {
       this.reloading = false;
+      if (this.activeReloadWaiters.length)
+        this.reloadFinished('stopped', Date.now() - started, 'the service is stopping');
       this.ensureSpares();
     }
+  }
+
+  private tellReload(line: string): void {
+    for (const w of this.activeReloadWaiters) w.progress?.(line);
+  }
+
+  private reloadFinished(result: ReloadResult, ms: number, message: string): void {
+    if (result !== 'stopped') this.emit('reloaded', result, ms);
+    for (const w of this.activeReloadWaiters.splice(0)) w.done(result, message);
+  }
+
+  /** `astron-agent scale N`: one worker at a time; removed workers drained before it answers. */
+  private async scaleTo(
+    target: number,
+    waiter?: Waiter<'ok' | 'failed' | 'stopped'>,
+  ): Promise<void> {
+    const from = this.desired;
+    while (this.desired !== target && this.phase === 'running') {
+      const up = this.desired < target;
+      const victimsBefore = new Set([...this.slots.values()].filter((s) => s.retired === 'scale'));
+      if (!(await this.scale(up ? 1 : -1))) {
+        waiter?.done('failed', `scaling stopped at ${this.desired} workers (see the service log)`);
+        return;
+      }
+      if (!up) {
+        const victim = [...this.slots.values()].find(
+          (s) => s.retired === 'scale' && !victimsBefore.has(s),
+        );
+        waiter?.progress?.(`worker ${victim?.id ?? '?'} draining`);
+        if (victim) await this.exitOf(victim);
+      }
+      waiter?.progress?.(`${this.desired} workers`);
+    }
+    if (this.stopping()) waiter?.done('stopped', 'the service is stopping');
+    else waiter?.done('ok', `${from} -> ${this.desired} workers`);
+  }
+
+  /** Resolves when a worker process has exited. */
+  private exitOf(slot: Slot): Promise<void> {
+    if (!this.slots.has(slot.id)) return Promise.resolve();
+    return new Promise((resolve) => slot.exitWaiters.push(resolve));
   }
 
   /** The next worker a reload to `gen` must replace (or wait for, while it boots). */
@@ -716,7 +871,7 @@ export class Pool extends EventEmitter<PoolEvents> {
    */
   private spawn(
     purpose: Purpose,
-    opts: { predecessor?: Slot; extra?: boolean; gen?: Generation } = {},
+    opts: { predecessor?: Slot; extra?: boolean; gen?: Generation; seat?: number } = {},
   ): Slot | undefined {
     const spare = SPARE_SERVES.has(purpose) && !opts.gen ? this.takeSpare() : undefined;
     let slot: Slot | undefined;
@@ -724,6 +879,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       slot = spare;
       spare.purpose = purpose;
       spare.state = 'starting';
+      spare.generation = this.current.generation;
       spare.forkedAt = Date.now();
       spare.readyTimer = this.readyDeadline(spare);
       this.send(spare, { t: 'activate' });
@@ -745,9 +901,34 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (slot) {
       slot.predecessor = opts.predecessor;
       slot.extra = opts.extra;
+      if (purpose !== 'spare') this.seatFor(slot, opts.predecessor?.seat ?? opts.seat);
     }
     if (spare) this.ensureSpares();
     return slot;
+  }
+
+  /** Gives a worker its seat: the one named, a vacant one, or a new one. */
+  private seatFor(slot: Slot, seat?: number): void {
+    if (seat === undefined) {
+      seat = this.vacant.shift();
+      if (seat === undefined) {
+        const used = new Set(this.vacant);
+        for (const s of this.slots.values())
+          if (s !== slot && s.seat && !s.retired) used.add(s.seat);
+        for (seat = 1; used.has(seat); seat++);
+      }
+    }
+    slot.seat = seat;
+    const record = this.seats.get(seat);
+    if (record) record.restarts++;
+    else this.seats.set(seat, { restarts: 0 });
+  }
+
+  /** A seat nobody holds any more (its worker died or hung, no successor): for the next replacement. */
+  private vacate(seat: number): void {
+    if (!seat || this.vacant.includes(seat)) return;
+    for (const s of this.slots.values()) if (s.seat === seat && !s.retired) return;
+    this.vacant.push(seat);
   }
 
   private readyDeadline(slot: Slot): NodeJS.Timeout {
@@ -811,6 +992,10 @@ export class Pool extends EventEmitter<PoolEvents> {
       recycleFailures: 0,
       recycleNotBefore: 0,
       waiters: [],
+      exitWaiters: [],
+      seat: 0,
+      inflight: 0,
+      streams: 0,
     };
     this.slots.set(slot.id, slot);
     slot.readyTimer = this.readyDeadline(slot);
@@ -893,6 +1078,14 @@ export class Pool extends EventEmitter<PoolEvents> {
         if (slot.state !== 'starting' || slot.retired) return;
         this.onReady(slot);
         return;
+      case 'backlog':
+        this.send(slot, {
+          t: 'backlog-result',
+          id: msg.id,
+          inflight: this.inFlight(),
+          workers: this.readyCount(),
+        });
+        return;
       case 'boot-error':
         slot.bootError = msg.code ? `${msg.message} (${msg.code})` : msg.message;
         return;
@@ -900,6 +1093,8 @@ export class Pool extends EventEmitter<PoolEvents> {
         slot.lastBeat = performance.now();
         slot.requests = msg.requests;
         slot.rss = msg.rss;
+        slot.inflight = msg.inflight;
+        slot.streams = msg.streams;
         this.checkRecycle(slot);
         return;
     }
@@ -976,6 +1171,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         slot.worker.process.kill('SIGKILL'),
       );
       this.emit('restart', 'hung');
+      this.vacate(slot.seat);
       this.fillSeats(0);
     }
   }
@@ -990,7 +1186,17 @@ export class Pool extends EventEmitter<PoolEvents> {
     const meta = { worker: slot.id, worker_pid: slot.pid, code, signal };
     const wasReady = slot.readyAt > 0;
     this.settle(slot, 'failed');
+    for (const w of slot.exitWaiters.splice(0)) w();
     this.emit('workers', this.readyCount());
+    const seat = slot.seat ? this.seats.get(slot.seat) : undefined;
+    if (seat && this.phase !== 'stopping') {
+      seat.lastExit = {
+        code,
+        signal,
+        reason: slot.retired ?? (wasReady ? 'crash' : 'boot failure'),
+        at: new Date().toISOString(),
+      };
+    }
 
     if (this.phase === 'stopping') {
       const clean = slot.retired === 'stop' && code === 0;
@@ -1023,6 +1229,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       // While running, a worker that cannot boot is a crash of its seat, if it had one: a reload,
       // scale-up or recycle worker whose predecessor still serves costs nothing but the attempt.
       if (this.desired - this.seatsTaken() > 0) {
+        this.vacate(slot.seat);
         this.seatLost(0, `worker ${slot.id} (${slot.purpose}) failed to boot: ${why}`, meta);
       } else {
         this.log.error(`worker ${slot.id} (${slot.purpose}) failed to boot: ${why}`, meta);
@@ -1031,6 +1238,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     // A ready worker died without being asked to: a crash. A successor booting for it (reload,
     // recycle) takes its seat.
+    this.vacate(slot.seat);
     this.seatLost(Date.now() - slot.readyAt, `worker ${slot.id} ${desc}`, meta);
   }
 }

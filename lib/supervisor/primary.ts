@@ -2,6 +2,7 @@
 import { loadConfig, loadOrReport, type LoadOptions } from '../config/load.js';
 import { createLogger } from '../telemetry/logger.js';
 import { version } from '../version.js';
+import { startControl, type Control } from './control.js';
 import { createNotifier, monotonicUsec } from './notify.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import { Pool } from './pool.js';
@@ -32,12 +33,17 @@ export function runPrimary(opts: LoadOptions): void {
     config,
     reloadConfig: () => loadConfig(opts),
     exit: (code) => {
-      try {
-        if (pidFile) removePidFile(pidFile);
-      } catch (err) {
-        logger.warn(`cannot remove the pid file ${pidFile}`, { err });
-      }
-      process.exit(code);
+      const end = () => {
+        try {
+          if (pidFile) removePidFile(pidFile);
+        } catch (err) {
+          logger.warn(`cannot remove the pid file ${pidFile}`, { err });
+        }
+        process.exit(code);
+      };
+      // `astron-agent stop` waits on the control socket for the exit code; bounded either way.
+      setTimeout(end, 1000).unref();
+      void control.then((c) => c?.finish(code)).then(end, end);
     },
   });
   const pidFile = settings.SERVICE_PID_FILE;
@@ -67,6 +73,23 @@ export function runPrimary(opts: LoadOptions): void {
   if (settings.METRICS_ENABLE) startClusterMetrics({ pool, settings, logger });
   installSignals(pool, logger);
   pool.start();
+  const control: Promise<Control | undefined> = settings.SERVICE_CONTROL_SOCKET
+    ? startControl({
+        path: settings.SERVICE_CONTROL_SOCKET,
+        pool,
+        logger,
+        info: {
+          pid: process.pid,
+          version: version(),
+          startedAt: Date.now(),
+          configFile: config.file.path,
+          listen: `${settings.SERVICE_HOST}:${settings.SERVICE_PORT}`,
+        },
+      }).catch((err: unknown) => {
+        logger.warn('control socket not started', { err });
+        return undefined;
+      })
+    : Promise.resolve(undefined);
   if (settings.SERVICE_RELOAD) {
     watchForReload(pool, logger, config.file.path).catch((err: unknown) =>
       logger.error('cannot watch files; SERVICE_RELOAD has no effect', { err }),

@@ -328,6 +328,14 @@ export function startClusterMetrics({
       for (const [state, n] of Object.entries(by)) this.set({ state }, n);
     },
   });
+  new Gauge({
+    name: 'http_server_active_requests',
+    help: "Requests in flight in the whole service (SSE streams included), as of each worker's last heartbeat: for autoscaling on load",
+    registers: [registry],
+    collect() {
+      this.set(pool.inFlight());
+    },
+  });
   const restarts = new Counter({
     name: 'astron_agent_worker_restarts_total',
     help: 'Workers replaced, by reason (crash, hung, memory, requests, reload)',

@@ -114,8 +114,16 @@ export async function bootWorker(): Promise<void> {
 
   // Heartbeat from the main event loop: a blocked loop goes silent and the primary notices.
   const beatEvery = Math.max(200, Math.min(1000, Math.floor(settings.SERVICE_WORKER_TIMEOUT / 4)));
-  const heartbeat = () =>
-    send({ t: 'heartbeat', requests: http.requestCount(), rss: process.memoryUsage.rss() });
+  const heartbeat = () => {
+    const now = http.inFlight();
+    send({
+      t: 'heartbeat',
+      requests: http.requestCount(),
+      rss: process.memoryUsage.rss(),
+      inflight: now.requests,
+      streams: now.streams,
+    });
+  };
   const beat = setInterval(heartbeat, beatEvery);
   beat.unref();
   // Reaching the request limit is reported at once (the primary decides on the recycling).
@@ -152,8 +160,28 @@ export async function bootWorker(): Promise<void> {
     return draining;
   };
 
+  const backlogWaiters = new Map<number, (r: { inflight: number; workers: number }) => void>();
+  let backlogId = 0;
+  deps.backlog = () =>
+    new Promise((resolve) => {
+      const id = ++backlogId;
+      const t = setTimeout(() => {
+        backlogWaiters.delete(id);
+        resolve(undefined);
+      }, 500);
+      backlogWaiters.set(id, (r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
+      send({ t: 'backlog', id });
+    });
   process.on('message', (m: unknown) => {
-    if (isPrimaryMessage(m) && m.t === 'drain') void drain(m.reason, m.timeoutMs);
+    if (!isPrimaryMessage(m)) return;
+    if (m.t === 'drain') void drain(m.reason, m.timeoutMs);
+    else if (m.t === 'backlog-result') {
+      backlogWaiters.get(m.id)?.(m);
+      backlogWaiters.delete(m.id);
+    }
   });
   // systemd's control-group kill and `kill <worker>` send SIGTERM to workers directly.
   process.on('SIGTERM', () => void drain('stop', settings.SERVICE_GRACEFUL_TIMEOUT));

@@ -65,6 +65,9 @@ class HeldReads implements BotStore {
   delete(appId: string, botId: string) {
     return this.inner.delete(appId, botId);
   }
+  health(timeoutMs: number) {
+    return this.inner.health(timeoutMs);
+  }
   close() {
     return this.inner.close();
   }

@@ -248,6 +248,9 @@ class FakeCache implements BotCache {
     if (this.failEvict) throw new Error('tombstone failed');
     this.data.set(bot, TOMBSTONE);
   }
+  async ping() {
+    this.op('ping');
+  }
   async close() {}
 }
 
