@@ -299,7 +299,7 @@ export interface ClusterMetrics {
 }
 
 export interface ClusterMetricsOptions {
-  pool: Pick<Pool, 'on' | 'workers'>;
+  pool: Pick<Pool, 'on' | 'workers' | 'inFlight'>;
   settings: Settings;
   logger: Logger;
 }
