@@ -3,6 +3,7 @@
 // Both modes: OpenAPI (one query from the bot config) and custom (one query per knowledge item,
 // concurrently, for the custom endpoint).
 import { isPlainObject } from '../schema/object.js';
+import { requestIdHeader } from '../telemetry/context.js';
 import { pyJson, type RunnerEvent, type ToolCall } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { RunAbortedError } from './llm.js';
@@ -44,7 +45,7 @@ export class KnowledgeClient {
     try {
       res = await fetch(this.opts.url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
+        headers: { 'Content-Type': 'application/json', ...requestIdHeader() },
         body: JSON.stringify(queryBody(q)),
         signal: AbortSignal.any([signal, timeout]),
       });

@@ -16,6 +16,7 @@ import https from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { urlToHttpOptions } from 'node:url';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { requestIdHeader } from '../telemetry/context.js';
 import { AgentError, CODES, type CodeDef } from './errors.js';
 
 export interface LlmMessage {
@@ -347,6 +348,7 @@ export class LlmClient implements LlmStreamer {
       Accept: 'application/json',
       Authorization: `Bearer ${model.key}`,
       'User-Agent': USER_AGENT,
+      ...requestIdHeader(),
     };
     const agent = ep.tls ? this.agents.https : this.agents.http;
     let staleRetried = false;

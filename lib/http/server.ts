@@ -9,6 +9,7 @@ import { createApp } from './app.js';
 import type { AppDeps } from './deps.js';
 import { HEALTH_PATHS, healthHandler } from './routes/health.js';
 import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
+import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
 import { closeWebSockets, createWsServer, WS_PATH } from './ws.js';
 
@@ -44,6 +45,11 @@ export function createHttpService(deps: AppDeps): HttpService {
   let countWatch: { n: number; fn: () => void } | undefined;
 
   const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
+    const requestId = requestIdFrom(req.headers['x-request-id']);
+    res.setHeader('X-Request-Id', requestId);
+    requestContext.run({ requestId }, answer, req, res);
+  });
+  function answer(req: IncomingMessage, res: ServerResponse): void {
     requests++;
     if (countWatch && requests >= countWatch.n) {
       const { fn } = countWatch;
@@ -76,7 +82,7 @@ export function createHttpService(deps: AppDeps): HttpService {
       return;
     }
     app(req, res);
-  });
+  }
 
   server.on('connection', (socket: TrackedSocket) => {
     socket.active = 0;

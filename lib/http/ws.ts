@@ -2,6 +2,7 @@
 // chat protocol (`chat` / `cancel` messages) is delegated to ws-chat.ts.
 import type { IncomingMessage } from 'node:http';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import type { AppDeps } from './deps.js';
 import { createWsChat, type WsChat, type WsChatSession } from './ws-chat.js';
 
@@ -35,9 +36,19 @@ export function createWsServer(deps: AppDeps): WebSocketServer {
   });
   const chat = deps.chat ? createWsChat({ ...deps, chat: deps.chat }) : undefined;
   if (chat) chats.set(wss, chat);
+  // One request id per WebSocket (its upgrade's): echoed on the 101, on every log line of its chats.
+  const ids = new WeakMap<IncomingMessage, string>();
+  wss.on('headers', (headers: string[], req: IncomingMessage) => {
+    const id = requestIdFrom(req.headers['x-request-id']);
+    ids.set(req, id);
+    headers.push(`X-Request-Id: ${id}`);
+  });
   wss.on('connection', (ws: Tracked, req: IncomingMessage) => {
+    const context = { requestId: ids.get(req) ?? requestIdFrom(undefined) };
     if (chat) ws.chat = chat.open(req);
-    ws.on('message', (data: RawData, isBinary: boolean) => onMessage(ws, data, isBinary, chat));
+    ws.on('message', (data: RawData, isBinary: boolean) =>
+      requestContext.run(context, onMessage, ws, data, isBinary, chat),
+    );
     ws.on('pong', () => {
       ws.pongAt = Date.now();
       if (ws.pingTimer) clearTimeout(ws.pingTimer);

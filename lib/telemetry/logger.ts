@@ -1,6 +1,7 @@
 // winston logging: JSON lines when stdout is not a TTY (or LOG_FORMAT=json), readable lines on a
 // TTY. Every line carries role, worker_id and pid; secrets are redacted on a copy.
 import winston from 'winston';
+import { currentRequestId } from './context.js';
 import { redact } from './redact.js';
 
 export type Role = 'primary' | 'worker' | 'cli';
@@ -15,6 +16,12 @@ export interface LoggerOptions {
   /** Defaults to process.stdout.isTTY. */
   tty?: boolean;
 }
+
+const requestIdFormat = winston.format((info) => {
+  const id = currentRequestId();
+  if (id !== undefined && info.request_id === undefined) info.request_id = id;
+  return info;
+});
 
 const redactFormat = winston.format((info) => {
   const copy = redact(info) as winston.Logform.TransformableInfo;
@@ -47,6 +54,7 @@ export function createLogger(opts: LoggerOptions): Logger {
     defaultMeta,
     format: winston.format.combine(
       winston.format.timestamp(),
+      requestIdFormat(),
       redactFormat(),
       json ? winston.format.json() : textLine,
     ),

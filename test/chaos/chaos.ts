@@ -244,7 +244,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           s.proc.kill('SIGTTIN');
           break;
         case 'ttou':
-          if (scale <= -1) continue;
+          // Never below SERVICE_WORKERS: a single worker's port closes while it is replaced.
+          if (scale <= 0) continue;
           scale--;
           s.proc.kill('SIGTTOU');
           break;

@@ -8,6 +8,7 @@
 // together), and a ReAct run makes several plugin calls per step.
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import { requestIdHeader } from '../../telemetry/context.js';
 import { pyJson } from '../chunks.js';
 import { AgentError, CODES, type CodeDef } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
@@ -44,7 +45,7 @@ export class PluginHttpClient {
         return;
       }
       const secure = target.protocol === 'https:';
-      const headers: Record<string, string | number> = { ...init.headers };
+      const headers: Record<string, string | number> = { ...requestIdHeader(), ...init.headers };
       if (init.body !== undefined) headers['Content-Length'] = Buffer.byteLength(init.body);
       const req = (secure ? https : http).request(
         target,

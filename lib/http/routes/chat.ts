@@ -20,6 +20,8 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
 
   const handler = async (req: Request, res: Response): Promise<void> => {
     const sid = sids.next();
+    // Quotable before the stream ends (the body carries it too).
+    res.setHeader('X-Agent-Sid', sid);
     const parsed = validateOrAnswer(req, res, sid, validateCompletion);
     if (!parsed) return;
     const controller = abortOnClose(res);

@@ -28,6 +28,8 @@ export function customChatRouter(
 
   const handler = async (req: Request, res: Response): Promise<void> => {
     const sid = sids.next();
+    // Quotable before the stream ends (the body carries it too).
+    res.setHeader('X-Agent-Sid', sid);
     const parsed = validateOrAnswer(req, res, sid, validateCustomCompletion);
     if (!parsed) return;
     const controller = abortOnClose(res);
