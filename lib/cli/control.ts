@@ -3,8 +3,9 @@
 // the pid file (and say that the outcome cannot be known); status then says what it can.
 import net from 'node:net';
 import { resolve } from 'node:path';
-import { loadOrReport, type LoadOptions } from '../config/load.js';
-import type { Settings } from '../config/settings.js';
+import { readDotenv } from '../config/dotenv.js';
+import { defaultConfigPath, loadConfig, type LoadOptions } from '../config/load.js';
+import { SettingsError } from '../config/settings.js';
 import type { ControlLine, ControlRequest, ResultLine } from '../supervisor/control.js';
 import type { WorkerStatus } from '../supervisor/pool.js';
 import { isAlive, readPid } from '../supervisor/pidfile.js';
@@ -61,12 +62,37 @@ function ask(
   });
 }
 
-function socketPath(s: Settings): string | undefined {
+/** Where to find the running service. */
+interface Paths {
+  SERVICE_CONTROL_SOCKET: string;
+  SERVICE_PID_FILE: string;
+}
+
+/**
+ * The socket and pid file from the configuration. An invalid config.env must not stop the CLI
+ * from reaching the service (a reload of it is how the operator learns what the service thinks
+ * of it): then the two raw values are read, or their defaults.
+ */
+function paths(opts: LoadOptions): Paths {
+  try {
+    return loadConfig(opts).settings;
+  } catch (err) {
+    if (!(err instanceof SettingsError)) throw err;
+    const file = readDotenv(resolve(opts.configPath ?? defaultConfigPath(opts.env)));
+    const raw = (k: keyof Paths, d: string) => opts.env[k] ?? file.values.get(k) ?? d;
+    return {
+      SERVICE_CONTROL_SOCKET: raw('SERVICE_CONTROL_SOCKET', 'data/astron-agent.sock'),
+      SERVICE_PID_FILE: raw('SERVICE_PID_FILE', 'data/astron-agent.pid'),
+    };
+  }
+}
+
+function socketPath(s: Paths): string | undefined {
   return s.SERVICE_CONTROL_SOCKET ? resolve(s.SERVICE_CONTROL_SOCKET) : undefined;
 }
 
 /** The pid of a live primary from the pid file, if any. */
-function runningPid(s: Settings): number | null {
+function runningPid(s: Paths): number | null {
   if (!s.SERVICE_PID_FILE) return null;
   const pid = readPid(s.SERVICE_PID_FILE);
   return pid !== null && isAlive(pid) ? pid : null;
@@ -152,9 +178,7 @@ export async function controlCommand(
   command: 'status' | 'reload' | 'scale' | 'stop',
   args: { json?: boolean; timeoutMs?: number; workers?: string },
 ): Promise<number> {
-  const config = loadOrReport(opts);
-  if (!config) return 2;
-  const s = config.settings;
+  const s = paths(opts);
   const path = socketPath(s);
   const req: ControlRequest =
     command === 'scale' ? { cmd: 'scale', workers: args.workers ?? '' } : { cmd: command };
