@@ -1189,6 +1189,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     const wasReady = slot.readyAt > 0;
     this.settle(slot, 'failed');
     for (const w of slot.exitWaiters.splice(0)) w();
+    // A successor needs its predecessor only while both live: no chain of every worker ever.
+    for (const s of this.slots.values()) if (s.predecessor === slot) s.predecessor = undefined;
     this.emit('workers', this.readyCount());
     const seat = slot.seat ? this.seats.get(slot.seat) : undefined;
     if (seat && this.phase !== 'stopping') {

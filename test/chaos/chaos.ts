@@ -35,6 +35,8 @@ export interface ChaosReport {
   finalProcesses: number;
   expectedServing: number;
   rss: [number, number];
+  /** The primary's RSS at each quarter of the run. */
+  rssQuarters: number[];
   fds: [number, number];
   scrapes: number;
   counterDecreases: string[];
@@ -210,6 +212,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       return FAULTS[0]![0];
     };
     let scale = 0;
+    const rssQuarters: number[] = [];
+    const quarter = setInterval(() => {
+      if (s.alive) rssQuarters.push(primaryStats(pid).rss);
+    }, opts.durationMs / 4);
     while (Date.now() < end) {
       await sleep(1000 + random() * 2500);
       if (!s.alive) break;
@@ -267,6 +273,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       );
     }
 
+    clearInterval(quarter);
     // Settle: every stopped worker resumed, a valid config reloaded (SERVICE_WORKERS again).
     await sleep(5000);
     writeFileSync(join(s.cwd, 'config.env'), valid);
@@ -296,6 +303,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       finalProcesses: s.childPids().length,
       expectedServing: workers,
       rss: [start.rss, endStats.rss],
+      rssQuarters,
       fds: [start.fds, endStats.fds],
       scrapes,
       counterDecreases: decreases,
@@ -321,7 +329,7 @@ export function formatReport(r: ChaosReport): string {
     ...r.load.other.slice(0, 10).map((o) => `  other failure: ${o}`),
     `primary alive: ${r.primaryAlive ? 'yes' : 'NO'}`,
     `workers at the end: ${r.finalServing} serving (SERVICE_WORKERS ${r.expectedServing}), ${r.finalProcesses} processes (spare included)`,
-    `primary RSS: ${mb(r.rss[0])} -> ${mb(r.rss[1])}; open fds: ${r.fds[0]} -> ${r.fds[1]}`,
+    `primary RSS: ${mb(r.rss[0])} -> ${mb(r.rss[1])} (each quarter: ${r.rssQuarters.map(mb).join(', ')}); open fds: ${r.fds[0]} -> ${r.fds[1]}`,
     `counters monotonic over ${r.scrapes} scrapes: ${r.counterDecreases.length === 0 ? 'yes' : `NO (${r.counterDecreases.slice(0, 3).join('; ')})`}`,
   ].join('\n');
 }
