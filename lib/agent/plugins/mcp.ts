@@ -11,6 +11,7 @@
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { isPlainObject } from '../../schema/object.js';
+import { requestIdHeader } from '../../telemetry/context.js';
 import { version } from '../../version.js';
 import { AgentError, CODES } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
@@ -201,7 +202,9 @@ async function openSession(
     throw listFailed(`MCP server URL ${JSON.stringify(url)} is not a URL`);
   }
   const client = new lib.Client({ name: 'astron-agent', version: version() }, { capabilities: {} });
-  const transport = new lib.StreamableHTTPClientTransport(target);
+  const transport = new lib.StreamableHTTPClientTransport(target, {
+    requestInit: { headers: requestIdHeader() },
+  });
   const session: Session = { url, client, transport };
   const d = deadline(ctx.signal, opts.timeoutMs);
   try {
