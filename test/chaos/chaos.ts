@@ -293,6 +293,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     await scraper;
     clearInterval(watch);
     const endStats = s.alive ? primaryStats(pid) : { rss: 0, fds: 0 };
+    // The service's own log, to read a failure against (CHAOS_LOG=path).
+    if (process.env.CHAOS_LOG) writeFileSync(process.env.CHAOS_LOG, s.stdout.join('\n'));
     return {
       seed: opts.seed,
       durationMs: opts.durationMs,

@@ -7,7 +7,8 @@ describe('chaos (short mode)', function () {
   this.timeout(180_000);
 
   it("20 s of kill -9, SIGSTOP/SIGCONT, SIGHUP, TTIN/TTOU, Redis restarts and config flips: no failure but a killed worker's own, pool back to SERVICE_WORKERS", async () => {
-    const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    // A fixed seed by default, so CI replays one known fault sequence; CHAOS_SEED picks another.
+    const seed = Number(process.env.CHAOS_SEED ?? 20261130);
     const lines: string[] = [];
     const r = await runChaos({ durationMs: 20_000, seed, log: (l) => lines.push(l) });
     const text = formatReport(r);

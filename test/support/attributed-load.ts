@@ -94,7 +94,10 @@ export function startAttributedLoad(port: number, opts: AttributedOptions = {}):
     const reset = why === 'ECONNRESET' || why === 'socket hang up';
     if (pid !== undefined && doomed.has(pid)) report.ownFailures++;
     else if (pid === undefined && reset && Date.now() - lastDoomAt < 1000) report.ownFailures++;
-    else report.other.push(`${why}${pid ? ` (worker ${pid})` : ' (new connection)'}`);
+    else
+      report.other.push(
+        `${new Date().toISOString().slice(11, 23)} ${why}${pid ? ` (worker ${pid})` : ' (new connection)'}`,
+      );
   };
   const client = async () => {
     let agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
