@@ -16,7 +16,7 @@ import { startAttributedLoad, type AttributedReport } from '../support/attribute
 import { createBot } from '../support/chat.js';
 import { startFakeLlm } from '../support/fake-llm.js';
 import { startRedisServer } from '../support/redis-cluster.js';
-import { request, sleep, startService, type Service } from '../support/service.js';
+import { isAlive, request, sleep, startService, type Service } from '../support/service.js';
 
 export interface ChaosOptions {
   durationMs: number;
@@ -63,15 +63,6 @@ const FAULTS: [string, number][] = [
   ['redis-restart', 1],
   ['config-flip', 1],
 ];
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function primaryStats(pid: number): { rss: number; fds: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

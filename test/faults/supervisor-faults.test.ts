@@ -11,19 +11,17 @@ import { join } from 'node:path';
 import { Client, sampleConfig } from '../support/bot-config.js';
 import { startAttributedLoad, type AttributedLoad } from '../support/attributed-load.js';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
-import { request, sleep, startService, type LogLine, type Service } from '../support/service.js';
+import {
+  isAlive,
+  request,
+  sleep,
+  startService,
+  type LogLine,
+  type Service,
+} from '../support/service.js';
 
 const HOOKS = { AGENT_TEST_HOOKS: '1' };
 const FORKED = /^worker forked$/;
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const serving = (svc: Service) => svc.readyWorkerPids().filter(isAlive);
 

@@ -2,7 +2,14 @@ import { expect } from 'chai';
 import http from 'node:http';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { freePort, request, sleep, startService, type Service } from '../support/service.js';
+import {
+  freePort,
+  isAlive,
+  request,
+  sleep,
+  startService,
+  type Service,
+} from '../support/service.js';
 
 const HOOKS = { AGENT_TEST_HOOKS: '1' };
 
@@ -18,15 +25,6 @@ async function pidsOver(port: number, n: number): Promise<Map<number, number>> {
     }
   }
   return seen;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('supervisor: pool, crashes, boot failures', function () {

@@ -302,6 +302,16 @@ export function request(
   });
 }
 
+/** Whether a process exists (signal 0). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `cond` every 50 ms until it holds; throws with `what` after `timeoutMs`. */
