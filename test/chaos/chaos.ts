@@ -202,7 +202,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       for (const [k, w] of FAULTS) if ((r -= w) < 0) return k;
       return FAULTS[0]![0];
     };
+    // Workers above SERVICE_WORKERS: a reload with a valid config.env sets the count back to it.
     let scale = 0;
+    let configValid = true;
     const rssQuarters: number[] = [];
     const quarter = setInterval(() => {
       if (s.alive) rssQuarters.push(primaryStats(pid).rss);
@@ -234,6 +236,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         }
         case 'sighup':
           s.proc.kill('SIGHUP');
+          if (configValid) scale = 0;
           break;
         case 'ttin':
           if (scale >= 2) continue;
@@ -255,6 +258,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           const bad = random() < 0.5;
           writeFileSync(join(s.cwd, 'config.env'), bad ? invalid : valid);
           s.proc.kill('SIGHUP');
+          configValid = !bad;
+          if (configValid) scale = 0;
           break;
         }
       }
