@@ -818,13 +818,11 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.log.error(`${what}; the worker booting to replace it takes its place`, meta);
       return;
     }
-    // With no worker serving, waiting is only downtime: the crash budget bounds a crash loop.
-    const delay = this.readyCount() === 0 ? 0 : d.delayMs;
-    this.log.error(`${what}; replacing it${delay ? ` in ${delay} ms` : ''}`, {
+    this.log.error(`${what}; replacing it${d.delayMs ? ` in ${d.delayMs} ms` : ''}`, {
       ...meta,
       streak: d.streak,
     });
-    this.fillSeats(delay);
+    this.fillSeats(d.delayMs);
   }
 
   // ---- workers ------------------------------------------------------------------------------
