@@ -39,7 +39,9 @@ async function reloadUnderLoad(workers: number) {
     expect(report.errors.slice(0, 5), `failures: ${report.failed}`).to.deep.equal([]);
     expect(report.failed).to.equal(0);
     expect(report.ok).to.be.at.least(2400);
-    const after = new Set(report.answers.filter(([t]) => t > doneAt + 50).map(([, pid]) => pid));
+    // The last old worker starts its drain at "done": a request that arrives on one of its
+    // keep-alive connections within the drain's idle grace (300 ms) is still its to answer.
+    const after = new Set(report.answers.filter(([t]) => t > doneAt + 350).map(([, pid]) => pid));
     expect(after.size, 'answers after the reload').to.be.greaterThan(0);
     for (const pid of after) expect(before.has(pid), `pid ${pid} is an old worker`).to.equal(false);
     const now = new Set(svc.readyWorkerPids());
