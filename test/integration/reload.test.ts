@@ -25,7 +25,7 @@ async function reloadUnderLoad(workers: number) {
     const loadDone = keepAliveLoad(svc.port, {
       total: 2400,
       concurrency: 8,
-      until: () => doneAt > 0 && Date.now() > doneAt + 300,
+      until: () => doneAt > 0 && Date.now() > doneAt + 800,
       onProgress: (n) => {
         if (n === 600 && !hupAt) {
           hupAt = Date.now();
