@@ -2,6 +2,7 @@
 // chat protocol (`chat` / `cancel` messages) is delegated to ws-chat.ts.
 import type { IncomingMessage } from 'node:http';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { exceedsJsonDepth } from '../schema/json.js';
 import type { AppDeps } from './deps.js';
 import { createWsChat, type WsChat, type WsChatSession } from './ws-chat.js';
 
@@ -80,7 +81,10 @@ function onMessage(ws: Tracked, data: RawData, isBinary: boolean, chat?: WsChat)
   }
   let msg: unknown;
   try {
-    msg = JSON.parse(data.toString());
+    const text = data.toString();
+    // A message nested past the limit is malformed JSON here too (see MAX_JSON_DEPTH).
+    if (exceedsJsonDepth(text)) throw new SyntaxError('nested too deep');
+    msg = JSON.parse(text);
   } catch {
     send(ws, { type: 'error', code: 40002, message: 'json_invalid, message, JSON decode error' });
     return;
