@@ -101,6 +101,14 @@ export function deadline(signal: AbortSignal, timeoutMs: number) {
     state,
     /** Restarts the deadline (a stream that made progress). */
     rearm: arm,
+    /**
+     * Stops it until the next rearm: while the consumer holds a frame (blocked on its own
+     * client's back-pressure) the stream is not read, and that wait is not the service's.
+     */
+    hold() {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+    },
     /** Ends what the signal guards (an unfinished streamed answer). */
     abort: () => controller.abort(),
     dispose() {

@@ -3,7 +3,8 @@
 // service's OpenAI-style streaming call: every frame is read as it arrives; frames with
 // `code != 0` (or without a code) are error frames and end the run as the observation; the
 // others carry content / reasoning_content, which the ReAct runner streams to the client while
-// the planner sees only the first frame. The deadline is per wait (the answer, then each frame).
+// the planner sees only the first frame. The deadline is per wait (the answer, then each frame);
+// the time the consumer holds a frame (its own client slow to read) never counts.
 import { isPlainObject } from '../../schema/object.js';
 import { AgentError, CODES } from '../errors.js';
 import type { RunContext } from '../runners/types.js';
@@ -191,7 +192,9 @@ async function* runWorkflow(
       }
       const frame = workflowFrame(parsed);
       if (!frame) continue;
+      d.hold();
       yield frame;
+      d.rearm();
       if (frame.error) return;
     }
     complete = true;
