@@ -209,11 +209,11 @@ const invalidUtf8 = fc
 const bodyFor = (path: string, app: string, botIds: string[], llmUrl: string) => {
   const own =
     path === CHAT
-      ? chatBody(botIds)
+      ? chatBody(botIds.slice(0, 2))
       : path === CUSTOM
         ? customBody(llmUrl)
         : path === BOT_CONFIG
-          ? botConfigBody(app, botIds)
+          ? botConfigBody(app, botIds.slice(2))
           : fc.jsonValue().map(jsonText);
   return fc.oneof(
     { weight: 5, arbitrary: own.map((b) => ['near-valid', Buffer.from(b)] as const) },
@@ -304,7 +304,7 @@ function requestArb(app: string, botIds: string[], llmUrl: string): fc.Arbitrary
     .record(
       {
         app_id: mostly(fc.constant(app), queryValue),
-        bot_id: mostly(fc.constantFrom(...botIds), queryValue),
+        bot_id: mostly(fc.constantFrom(...botIds.slice(2)), queryValue),
       },
       { requiredKeys: [] },
     )
@@ -578,7 +578,7 @@ function wsArb(botIds: string[]): fc.Arbitrary<WsMsg> {
       {
         type: fc.constant('chat'),
         request_id: rid,
-        body: chatBody(botIds).map((b) => JSON.parse(b) as unknown),
+        body: chatBody(botIds.slice(0, 2)).map((b) => JSON.parse(b) as unknown),
       },
       { requiredKeys: ['type'] },
     )
@@ -688,7 +688,8 @@ describe('fuzz: generated hostile requests on every endpoint and the WebSocket (
   let plugins: FakePlugins;
   const id = runId();
   const app = `app_fuzz_${id}`;
-  const botIds = [`bot_ok_${id}`, `bot_missing_${id}`];
+  // The chats' bots (one healthy, one absent), then the ones bot-config requests write and delete.
+  const botIds = [`bot_ok_${id}`, `bot_missing_${id}`, `bot_cfg1_${id}`, `bot_cfg2_${id}`];
 
   before(async () => {
     [llm, plugins] = await Promise.all([startFakeLlm(0, { record: false }), startFakePlugins()]);
