@@ -30,6 +30,17 @@ export function parseJson(text: string, loc: readonly LocItem[] = ['body']): unk
   return new PyJsonParser(text, loc).parseDocument();
 }
 
+/**
+ * JSON.parse for JSON from upstreams (an LLM's action input, a plugin's answer): nesting deeper
+ * than MAX_JSON_DEPTH is a SyntaxError like any malformed text, so no value that reaches the
+ * recursive walks (Python-style dumps, JSON.stringify) can exhaust the stack.
+ */
+export function parseBoundedJson(text: string): unknown {
+  if (exceedsJsonDepth(text))
+    throw new SyntaxError(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  return JSON.parse(text);
+}
+
 const OPEN_SQUARE = 0x5b;
 const OPEN_CURLY = 0x7b;
 const CLOSE_SQUARE = 0x5d;

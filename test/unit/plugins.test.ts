@@ -12,6 +12,7 @@ import { pluginEndpointsFrom } from '../../lib/agent/plugins/index.js';
 import {
   b64Json,
   PluginHttpClient,
+  postJson,
   pyJsonAscii,
   pyTruthy,
   readLines,
@@ -540,6 +541,40 @@ describe('workflow call over a real socket: PLUGIN_TIMEOUT measures the workflow
       expect((silent.error as AgentError | undefined)?.origin?.message).to.equal(
         'workflow call timed out after 300 ms',
       );
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('plugin answers nested past MAX_JSON_DEPTH', () => {
+  it('are refused as not JSON (40500, no stack-exhausting value reaches the run)', async () => {
+    const deepAnswer = `{"code": 0, "data": ${'['.repeat(5000)}${']'.repeat(5000)}}`;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(req.url === '/deep' ? deepAnswer : '{"code": 0, "data": [[1]]}');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const call = {
+      client: new PluginHttpClient(),
+      what: 'test call',
+      timeoutMs: 5000,
+      timeoutCode: { code: -1, message: 'timeout' },
+      signal: new AbortController().signal,
+    };
+    try {
+      expect(await postJson(`${base}/flat`, {}, call)).to.deep.equal({ code: 0, data: [[1]] });
+      const err = await postJson(`${base}/deep`, {}, call).then(
+        () => undefined,
+        (e: unknown) => e as AgentError,
+      );
+      expect(err).to.be.instanceOf(AgentError);
+      expect(err!.code).to.equal(40500);
+      expect(err!.message).to.match(/test call answer is not JSON/);
     } finally {
       server.close();
     }

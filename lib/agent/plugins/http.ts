@@ -11,6 +11,7 @@ import https from 'node:https';
 import { pyJson } from '../chunks.js';
 import { AgentError, CODES, type CodeDef } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
+import { parseBoundedJson } from '../../schema/json.js';
 
 export interface RequestInit {
   method: 'GET' | 'POST';
@@ -159,7 +160,7 @@ export async function callJson(
     }
     const text = await readText(res);
     try {
-      return JSON.parse(text) as unknown;
+      return parseBoundedJson(text);
     } catch (err) {
       throw new AgentError(CODES.INTERNAL, `${opts.what} answer is not JSON`, { cause: err });
     }

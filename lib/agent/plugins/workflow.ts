@@ -17,6 +17,7 @@ import {
   type PluginHttpClient,
 } from './http.js';
 import { makeTool, type Tool, type ToolFrame, type ToolParameters } from './types.js';
+import { parseBoundedJson } from '../../schema/json.js';
 
 export interface WorkflowOptions {
   /** GET_WORKFLOWS_URL (POST {"flow_id"}) */
@@ -184,7 +185,7 @@ async function* runWorkflow(
       }
       let parsed: unknown;
       try {
-        parsed = JSON.parse(data);
+        parsed = parseBoundedJson(data);
       } catch (err) {
         throw new AgentError(CODES.INTERNAL, 'workflow call sent a frame that is not JSON', {
           cause: err,
