@@ -183,6 +183,13 @@ interface Endpoint {
   options: http.RequestOptions;
 }
 
+/** LLM_TIMEOUT's idle timer: pushed back on every event, ignored while a delta is held. */
+interface IdleTimer {
+  arm(): void;
+  hold(): void;
+  release(): void;
+}
+
 /** A failed send; `staleSocket` when a reused keep-alive connection was found closed. */
 type SendError = Error & { staleSocket?: boolean };
 
@@ -290,22 +297,37 @@ export class LlmClient implements LlmStreamer {
     };
     signal.addEventListener('abort', onAbort, { once: true });
     let timer: NodeJS.Timeout | undefined;
-    // One timer per call, pushed back on every event (refresh() allocates nothing).
+    // While the consumer holds a delta (blocked on its own client's back-pressure) the upstream
+    // is not read: that time is ours, not the upstream's, and never times it out.
+    let held = false;
+    // One timer per call, pushed back on every event (refresh() allocates nothing, and
+    // reactivates a timer that fired while held).
     const arm = () => {
       if (timer) timer.refresh();
       else {
         timer = setTimeout(() => {
+          if (held) return;
           state.timedOut = true;
           controller.abort();
         }, this.opts.timeoutMs);
       }
+    };
+    const idle: IdleTimer = {
+      arm,
+      hold: () => {
+        held = true;
+      },
+      release: () => {
+        held = false;
+        arm();
+      },
     };
     arm();
     let res: IncomingMessage | undefined;
     let complete = false;
     try {
       res = await this.open(ep, model, messages, controller.signal);
-      yield* this.events(res, arm);
+      yield* this.events(res, idle);
       // Aborted streams should throw, but a stream cut short may also just end.
       if (state.timedOut || state.aborted || signal.aborted) throw new Error('stream cut short');
       complete = true;
@@ -390,7 +412,8 @@ export class LlmClient implements LlmStreamer {
   }
 
   /** The deltas of an event stream, until `[DONE]` or the end of the body. */
-  private async *events(res: IncomingMessage, arm: () => void): AsyncGenerator<LlmDelta> {
+  private async *events(res: IncomingMessage, idle: IdleTimer): AsyncGenerator<LlmDelta> {
+    const { arm } = idle;
     const queue: LlmDelta[] = [];
     let failure: Error | undefined;
     let finished = false;
@@ -444,13 +467,21 @@ export class LlmClient implements LlmStreamer {
     for await (const text of res.iterator({ destroyOnReturn: false }) as AsyncIterable<string>) {
       parser.feed(text);
       // What came before an error is passed on first (the chunks already sent stay).
-      for (let i = 0; i < queue.length; i++) yield queue[i]!;
+      for (let i = 0; i < queue.length; i++) {
+        idle.hold();
+        yield queue[i]!;
+        idle.release();
+      }
       queue.length = 0;
       if (failure) throw failure;
       if (finished) return;
     }
     parser.reset({ consume: true });
-    for (const d of queue) yield d;
+    for (const d of queue) {
+      idle.hold();
+      yield d;
+      idle.release();
+    }
     if (failure) throw failure;
   }
 }

@@ -106,6 +106,21 @@ export const SETTING_SPECS = {
     default: 0,
     desc: 'close a WebSocket whose pong is this late (ms); false or 0 = wait one interval',
   }),
+  SERVICE_WRITE_STALL_TIMEOUT: int(
+    100,
+    3_600_000,
+    'ms',
+  )({
+    default: 30000,
+    desc: 'a chat client (SSE or WebSocket) whose connection accepts none of the buffered answer for this long is cut and its run aborted; the time it stalls never counts against LLM_TIMEOUT',
+  }),
+  SERVICE_WS_MAX_CONCURRENT_CHATS: int(
+    1,
+    10_000,
+  )({
+    default: 8,
+    desc: 'chats one WebSocket may run at once; one more gets a 40002 protocol error frame',
+  }),
   SERVICE_MAX_BODY_SIZE: int(
     1024,
     1024 * 1024 * 1024,

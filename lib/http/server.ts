@@ -13,6 +13,11 @@ import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
 import { closeWebSockets, createWsServer, WS_PATH } from './ws.js';
 
+const BAD_REQUEST_BODY = JSON.stringify({ detail: 'Bad Request' });
+const BAD_REQUEST =
+  'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n' +
+  `Content-Length: ${Buffer.byteLength(BAD_REQUEST_BODY)}\r\nConnection: close\r\n\r\n${BAD_REQUEST_BODY}`;
+
 /** How long a socket may stay idle during a drain before it is closed. */
 const IDLE_GRACE_MS = 300;
 
@@ -113,8 +118,10 @@ export function createHttpService(deps: AppDeps): HttpService {
     });
   });
 
+  // A request Node's parser cannot read (bad syntax, a body cut short by the client): a JSON
+  // error like every other answer, then the connection closed.
   server.on('clientError', (_err, socket: Duplex) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    if (socket.writable) socket.end(BAD_REQUEST);
     else socket.destroy();
   });
 

@@ -7,6 +7,7 @@ import type { WebSocket } from 'ws';
 import { sseFrame, SSE_DONE, type ChatChunk } from '../agent/chunks.js';
 import type { ChatOutcome, Emit } from '../agent/service.js';
 import { answerUnreadable, decodeBody, headerEntries } from './body.js';
+import type { AppDeps } from './deps.js';
 
 export const SSE_HEADERS = {
   'Content-Type': 'text/event-stream; charset=utf-8',
@@ -42,12 +43,53 @@ export function abortOnClose(res: Response): AbortController {
   return controller;
 }
 
-/** Writes and, when the socket's buffer is full, waits for it to drain (or close). */
-export function writeWithBackpressure(res: Response, text: string): void | Promise<void> {
+/** What a chat transport does with a client that stops reading. */
+export interface StallPolicy {
+  /** SERVICE_WRITE_STALL_TIMEOUT: how long the buffered answer may make no progress. */
+  stallMs: number;
+  /** Called once when the client is cut (for the log). */
+  onStall?: () => void;
+}
+
+/** The worker's stall policy for one request: SERVICE_WRITE_STALL_TIMEOUT, one log line on a cut. */
+export function stallPolicy(deps: Pick<AppDeps, 'settings' | 'logger'>, sid: string): StallPolicy {
+  const stallMs = deps.settings.SERVICE_WRITE_STALL_TIMEOUT;
+  return {
+    stallMs,
+    onStall: () =>
+      deps.logger.warn('chat client stopped reading: connection cut', { sid, stall_ms: stallMs }),
+  };
+}
+
+/**
+ * Writes and, when the socket's buffer is full, waits for it to drain (or close). A client
+ * whose connection accepts none of the buffered bytes for `stallMs` is cut: the response is
+ * destroyed, so the run is aborted as if it had gone away (abortOnClose), and the request is
+ * recorded as closed by the client.
+ */
+export function writeWithBackpressure(
+  res: Response,
+  text: string,
+  stall: StallPolicy,
+): void | Promise<void> {
   if (res.destroyed || res.writableEnded) return;
   if (res.write(text)) return;
   return new Promise<void>((resolve) => {
+    const socket = res.socket;
+    let pending = socket?.writableLength ?? 0;
+    const timer = setTimeout(function check() {
+      const now = socket?.writableLength ?? 0;
+      if (now < pending && !res.destroyed) {
+        // Slow, but reading: a fresh window from this progress on.
+        pending = now;
+        timer.refresh();
+        return;
+      }
+      stall.onStall?.();
+      res.destroy();
+    }, stall.stallMs);
     const done = () => {
+      clearTimeout(timer);
       res.off('drain', done);
       res.off('close', done);
       resolve();
@@ -62,7 +104,10 @@ export function writeWithBackpressure(res: Response, text: string): void | Promi
  * the same turn of the event loop (several upstream chunks read at once) leave in one write
  * (corked until the turn's callbacks are done): no delay, fewer system calls.
  */
-export function sseEmitter(res: Response): (c: ChatChunk) => void | Promise<void> {
+export function sseEmitter(
+  res: Response,
+  stall: StallPolicy,
+): (c: ChatChunk) => void | Promise<void> {
   let corked = false;
   const uncork = () => {
     corked = false;
@@ -74,7 +119,7 @@ export function sseEmitter(res: Response): (c: ChatChunk) => void | Promise<void
       res.cork();
       process.nextTick(uncork);
     }
-    return writeWithBackpressure(res, sseFrame(c));
+    return writeWithBackpressure(res, sseFrame(c), stall);
   };
 }
 
@@ -85,11 +130,12 @@ export function sseEmitter(res: Response): (c: ChatChunk) => void | Promise<void
 export async function streamSse(
   res: Response,
   headers: Readonly<Record<string, string>>,
+  stall: StallPolicy,
   run: (emit: Emit) => Promise<ChatOutcome>,
 ): Promise<void> {
   res.writeHead(200, headers);
   res.flushHeaders();
-  const outcome = await run(sseEmitter(res));
+  const outcome = await run(sseEmitter(res, stall));
   if (outcome.aborted) {
     if (!res.destroyed) res.destroy();
     return;
@@ -100,13 +146,91 @@ export async function streamSse(
 /** Past this many buffered bytes a WebSocket message waits for the socket (back-pressure). */
 const WS_HIGH_WATER = 1 << 20;
 
-/** Sends one JSON message on a WebSocket; past the high-water mark, waits until it is sent. */
-export function sendWithBackpressure(ws: WebSocket, msg: unknown): void | Promise<void> {
+/**
+ * A WebSocket's output: the stall watchdog (armed while over the high-water mark), and the sends
+ * waiting for the socket, released together when it closes (one listener per socket).
+ */
+interface WsFlow {
+  watchdog?: NodeJS.Timeout;
+  waiting: Set<() => void>;
+}
+
+const flows = new WeakMap<WebSocket, WsFlow>();
+
+function flowOf(ws: WebSocket): WsFlow {
+  let flow = flows.get(ws);
+  if (!flow) {
+    const f: WsFlow = { waiting: new Set() };
+    ws.once('close', () => {
+      if (f.watchdog) clearTimeout(f.watchdog);
+      f.watchdog = undefined;
+      for (const release of f.waiting) release();
+      f.waiting.clear();
+    });
+    flows.set(ws, (flow = f));
+  }
+  return flow;
+}
+
+/**
+ * Over the high-water mark: stop reading the client's messages (a client that does not read
+ * cannot make us buffer more answers, pongs included) and cut it when none of its buffered
+ * frames leaves for `stallMs`. Its chats are aborted when the socket closes.
+ */
+function watchStall(ws: WebSocket, flow: WsFlow, stall: StallPolicy): void {
+  if (flow.watchdog) return;
+  ws.pause();
+  flow.watchdog = setTimeout(() => {
+    flow.watchdog = undefined;
+    if (ws.readyState !== ws.OPEN) return;
+    stall.onStall?.();
+    ws.terminate();
+  }, stall.stallMs);
+}
+
+/** A frame left for the kernel: progress (a fresh stall window), or back under the mark. */
+function flushed(ws: WebSocket, flow: WsFlow): void {
+  if (!flow.watchdog) return;
+  if (ws.bufferedAmount < WS_HIGH_WATER || ws.readyState !== ws.OPEN) {
+    clearTimeout(flow.watchdog);
+    flow.watchdog = undefined;
+    if (ws.readyState === ws.OPEN) ws.resume();
+  } else flow.watchdog.refresh();
+}
+
+/** Sends one JSON message on a WebSocket without waiting (see sendWithBackpressure). */
+export function sendFrame(ws: WebSocket, msg: unknown, stall: StallPolicy): void {
+  void sendWithBackpressure(ws, msg, stall, false);
+}
+
+/**
+ * Sends one JSON message on a WebSocket; past the high-water mark, waits until it is sent (or
+ * the socket closes), and a client that reads nothing for `stall.stallMs` is terminated.
+ */
+export function sendWithBackpressure(
+  ws: WebSocket,
+  msg: unknown,
+  stall: StallPolicy,
+  wait = true,
+): void | Promise<void> {
   if (ws.readyState !== ws.OPEN) return;
   const data = JSON.stringify(msg);
+  const flow = flowOf(ws);
   if (ws.bufferedAmount < WS_HIGH_WATER) {
-    ws.send(data);
+    ws.send(data, () => flushed(ws, flow));
     return;
   }
-  return new Promise<void>((resolve) => ws.send(data, () => resolve()));
+  watchStall(ws, flow, stall);
+  if (!wait) {
+    ws.send(data, () => flushed(ws, flow));
+    return;
+  }
+  return new Promise<void>((resolve) => {
+    flow.waiting.add(resolve);
+    ws.send(data, () => {
+      flushed(ws, flow);
+      flow.waiting.delete(resolve);
+      resolve();
+    });
+  });
 }

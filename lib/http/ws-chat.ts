@@ -6,7 +6,9 @@
 // Server frames: {"request_id":"r1","chunk":{...the SSE chunk objects...}} for every chunk, then
 // {"request_id":"r1","done":true} (plus "cancelled":true after a cancel). A body that fails
 // validation answers one chunk frame with the 40002 body, then done. Several requests may run at
-// once on one socket; a closed socket aborts them all (and their upstream requests).
+// once on one socket (at most SERVICE_WS_MAX_CONCURRENT_CHATS; one more is a 40002 error frame);
+// a closed socket aborts them all (and their upstream requests), and so does a client that stops
+// reading for SERVICE_WRITE_STALL_TIMEOUT (the socket is terminated).
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
 import { validationBody, type ChatChunk } from '../agent/chunks.js';
@@ -14,7 +16,7 @@ import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
 import type { ChatService } from '../agent/service.js';
 import { RequestValidationError } from '../schema/schema.js';
 import { sidsFor, type AppDeps } from './deps.js';
-import { sendWithBackpressure } from './stream.js';
+import { sendFrame, sendWithBackpressure } from './stream.js';
 
 export interface WsChatSession {
   /** From the upgrade request; undefined = missing (each chat then answers 40002). */
@@ -48,8 +50,18 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
   const sids = sidsFor(deps);
   const reasons = new Map<number, string>();
 
+  const stall = (sid?: string) => ({
+    stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
+    onStall: () =>
+      deps.logger.warn('websocket client stopped reading: connection cut', {
+        ...(sid ? { sid } : {}),
+        stall_ms: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
+      }),
+  });
+  const maxChats = deps.settings.SERVICE_WS_MAX_CONCURRENT_CHATS;
+
   const protocolError = (ws: WebSocket, requestId: unknown, code: number, message: string) =>
-    void sendWithBackpressure(ws, { type: 'error', request_id: requestId ?? null, code, message });
+    sendFrame(ws, { type: 'error', request_id: requestId ?? null, code, message }, stall());
 
   const maybeClose = (ws: WebSocket, s: WsChatSession) => {
     if (s.closeCode !== undefined && s.running.size === 0 && ws.readyState === ws.OPEN) {
@@ -77,6 +89,15 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
         'value_error, request_id, a request with this request_id is still running',
       );
     }
+    if (s.running.size >= maxChats) {
+      // A bound per socket: one connection cannot hold more runs (and upstream requests) open.
+      return protocolError(
+        ws,
+        rid,
+        40002,
+        `value_error, request_id, at most ${maxChats} chats may run at once on one connection`,
+      );
+    }
     if (s.closeCode !== undefined) {
       return protocolError(
         ws,
@@ -86,6 +107,7 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
       );
     }
     const sid = sids.next();
+    const policy = stall(sid);
     let parsed: ReturnType<typeof validateCompletion>;
     try {
       parsed = validateCompletion(
@@ -94,22 +116,22 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
       );
     } catch (err) {
       if (!(err instanceof RequestValidationError)) throw err;
-      void sendWithBackpressure(ws, { request_id: rid, chunk: validationBody(err, sid) });
-      void sendWithBackpressure(ws, { request_id: rid, done: true });
+      sendFrame(ws, { request_id: rid, chunk: validationBody(err, sid) }, policy);
+      sendFrame(ws, { request_id: rid, done: true }, policy);
       return;
     }
     const controller = new AbortController();
     s.running.set(rid, controller);
-    const emit = (c: ChatChunk) => sendWithBackpressure(ws, { request_id: rid, chunk: c });
+    const emit = (c: ChatChunk) => sendWithBackpressure(ws, { request_id: rid, chunk: c }, policy);
     void chat
       .completions({ sid, appId: parsed.appId, inputs: parsed.inputs }, controller.signal, emit)
       .then(
         (outcome) =>
-          void sendWithBackpressure(ws, {
-            request_id: rid,
-            done: true,
-            ...(outcome.aborted ? { cancelled: true } : {}),
-          }),
+          sendFrame(
+            ws,
+            { request_id: rid, done: true, ...(outcome.aborted ? { cancelled: true } : {}) },
+            policy,
+          ),
         (err: unknown) => deps.logger.error('websocket chat failed', { sid, err }),
       )
       .finally(() => {

@@ -2,8 +2,10 @@
 // chat protocol (`chat` / `cancel` messages) is delegated to ws-chat.ts.
 import type { IncomingMessage } from 'node:http';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { exceedsJsonDepth } from '../schema/json.js';
 import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import type { AppDeps } from './deps.js';
+import { sendFrame, type StallPolicy } from './stream.js';
 import { createWsChat, type WsChat, type WsChatSession } from './ws-chat.js';
 
 export const WS_PATH = '/agent/v1/ws';
@@ -35,6 +37,10 @@ export function createWsServer(deps: AppDeps): WebSocketServer {
     clientTracking: true,
   });
   const chat = deps.chat ? createWsChat({ ...deps, chat: deps.chat }) : undefined;
+  const stall: StallPolicy = {
+    stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
+    onStall: () => deps.logger.warn('websocket client stopped reading: connection cut'),
+  };
   if (chat) chats.set(wss, chat);
   // One request id per WebSocket (its upgrade's): echoed on the 101, on every log line of its chats.
   const ids = new WeakMap<IncomingMessage, string>();
@@ -47,7 +53,7 @@ export function createWsServer(deps: AppDeps): WebSocketServer {
     const context = { requestId: ids.get(req) ?? requestIdFrom(undefined) };
     if (chat) ws.chat = chat.open(req);
     ws.on('message', (data: RawData, isBinary: boolean) =>
-      requestContext.run(context, onMessage, ws, data, isBinary, chat),
+      requestContext.run(context, onMessage, ws, data, isBinary, stall, chat),
     );
     ws.on('pong', () => {
       ws.pongAt = Date.now();
@@ -80,31 +86,37 @@ export function createWsServer(deps: AppDeps): WebSocketServer {
   return wss;
 }
 
-function send(ws: WebSocket, msg: unknown): void {
-  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
-}
-
-function onMessage(ws: Tracked, data: RawData, isBinary: boolean, chat?: WsChat): void {
+function onMessage(
+  ws: Tracked,
+  data: RawData,
+  isBinary: boolean,
+  stall: StallPolicy,
+  chat?: WsChat,
+): void {
+  const send = (msg: unknown) => sendFrame(ws, msg, stall);
   if (isBinary) {
     ws.close(1003, 'binary frames are not supported; send JSON text');
     return;
   }
   let msg: unknown;
   try {
-    msg = JSON.parse(data.toString());
+    const text = data.toString();
+    // A message nested past the limit is malformed JSON here too (see MAX_JSON_DEPTH).
+    if (exceedsJsonDepth(text)) throw new SyntaxError('nested too deep');
+    msg = JSON.parse(text);
   } catch {
-    send(ws, { type: 'error', code: 40002, message: 'json_invalid, message, JSON decode error' });
+    send({ type: 'error', code: 40002, message: 'json_invalid, message, JSON decode error' });
     return;
   }
   const type =
     typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
   if (type === 'ping') {
-    send(ws, { type: 'pong' });
+    send({ type: 'pong' });
     return;
   }
   if (chat && ws.chat && (type === 'chat' || type === 'cancel')) {
     chat.handle(ws, ws.chat, msg as Record<string, unknown>);
     return;
   }
-  send(ws, { type: 'error', code: 40002, message: `literal_error, type, unknown message type` });
+  send({ type: 'error', code: 40002, message: `literal_error, type, unknown message type` });
 }

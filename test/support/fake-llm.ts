@@ -10,6 +10,8 @@
 //   hang              never answers (no headers)
 //   long              a content chunk every 50 ms for 60 s (disconnect tests)
 //   paced-<N>-<ms>    N content chunks "p0 ".., one every <ms> ms (drain tests)
+//   big-<N>-<KB>      N content chunks of <KB> KiB each ("b0:xxx.."), as fast as the agent reads
+//                     them (the fake waits for 'drain': a healthy upstream; stalled-reader tests)
 // Every request is recorded (headers, parsed body, whether it was closed before the end).
 // Also runnable on its own (`tsx test/support/fake-llm.ts <port>`), for the bench.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -82,6 +84,25 @@ async function answer(model: string, res: ServerResponse, gone: () => boolean): 
     const count = Number(n[1]);
     for (let i = 0; i < count && !gone(); i++) res.write(chunk(model, { content: `t${i}` }));
     res.end(chunk(model, {}, 'stop') + 'data: [DONE]\n\n');
+    return;
+  }
+  const big = /^big-(\d+)-(\d+)$/.exec(model);
+  if (big) {
+    const fill = 'x'.repeat(Number(big[2]) * 1024);
+    for (let i = 0; i < Number(big[1]) && !gone(); i++) {
+      if (!res.write(chunk(model, { content: `b${i}:${fill}` }))) {
+        await new Promise<void>((r) => {
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            r();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
+    }
+    if (!gone()) res.end(chunk(model, {}, 'stop') + 'data: [DONE]\n\n');
     return;
   }
   const paced = /^paced-(\d+)-(\d+)$/.exec(model);

@@ -326,6 +326,66 @@ describe('LLM client over real sockets (spec 7.2)', () => {
     expect(Date.now() - t0).to.be.below(2000);
   });
 
+  it('the idle timeout measures the upstream only: a consumer that holds a chunk (its own client stalled) longer than the timeout gets the rest, with no -1', async () => {
+    const u = await make((_req, res) => {
+      sse(res);
+      let i = 0;
+      const tick = setInterval(() => {
+        if (res.destroyed) return clearInterval(tick);
+        if (i < 10) res.write(data({ content: `k${i++} ` }));
+        else {
+          clearInterval(tick);
+          res.end('data: [DONE]\n\n');
+        }
+      }, 30);
+    });
+    const deltas: LlmDelta[] = [];
+    let error: Error | undefined;
+    try {
+      const stream = client({ timeoutMs: 300, maxRetries: 0 }).stream(
+        u.model,
+        [{ role: 'user', content: 'hi' }],
+        new AbortController().signal,
+      );
+      for await (const d of stream) {
+        deltas.push(d);
+        // Blocked on our own client's back-pressure, three idle timeouts long.
+        if (deltas.length === 2) await new Promise((r) => setTimeout(r, 1000));
+      }
+    } catch (err) {
+      error = err as Error;
+    }
+    expect(error, error?.message).to.equal(undefined);
+    expect(text(deltas)).to.equal(Array.from({ length: 10 }, (_, i) => `k${i} `).join(''));
+  });
+
+  it('an upstream silent while the consumer waits for it still times out: -1', async () => {
+    const u = await make((_req, res) => {
+      sse(res);
+      res.write(data({ content: 'a' }));
+      res.write(data({ content: 'b' }));
+      // then silence, the connection open
+    });
+    const t0 = Date.now();
+    const deltas: LlmDelta[] = [];
+    let error: Error | undefined;
+    try {
+      for await (const d of client({ timeoutMs: 300, maxRetries: 0 }).stream(
+        u.model,
+        [{ role: 'user', content: 'hi' }],
+        new AbortController().signal,
+      )) {
+        deltas.push(d);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    } catch (err) {
+      error = err as Error;
+    }
+    expect(text(deltas)).to.equal('ab');
+    expect(codeOf(error)).to.equal(-1);
+    expect(Date.now() - t0).to.be.within(1000, 3000);
+  });
+
   it('an api that is not an http(s) URL: 40303 before any request', async () => {
     const r = await collect(client(), { domain: 'm', api: 'ftp://x', key: 'k' });
     expect(codeOf(r.error)).to.equal(40303);

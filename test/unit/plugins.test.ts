@@ -3,10 +3,20 @@
 // and its base64 parts, Python-style ASCII JSON, workflow schemas and frames, MCP parameters, the
 // line reader, and the custom endpoint's validation messages.
 import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { SettingsError, validateSettings } from '../../lib/config/settings.js';
 import { validateCustomCompletion } from '../../lib/agent/custom.js';
+import { AgentError } from '../../lib/agent/errors.js';
 import { pluginEndpointsFrom } from '../../lib/agent/plugins/index.js';
-import { b64Json, pyJsonAscii, pyTruthy, readLines } from '../../lib/agent/plugins/http.js';
+import {
+  b64Json,
+  PluginHttpClient,
+  postJson,
+  pyJsonAscii,
+  pyTruthy,
+  readLines,
+} from '../../lib/agent/plugins/http.js';
 import {
   assembleBody,
   assembleParameters,
@@ -18,7 +28,12 @@ import {
 } from '../../lib/agent/plugins/link.js';
 import { mcpParameters } from '../../lib/agent/plugins/mcp.js';
 import { schemaTemplate } from '../../lib/agent/plugins/types.js';
-import { workflowCallBody, workflowFrame, workflowTool } from '../../lib/agent/plugins/workflow.js';
+import {
+  buildWorkflowTools,
+  workflowCallBody,
+  workflowFrame,
+  workflowTool,
+} from '../../lib/agent/plugins/workflow.js';
 import { RequestValidationError } from '../../lib/schema/schema.js';
 import { WEATHER_OP } from '../support/openapi.js';
 
@@ -467,5 +482,101 @@ describe('plugin settings', () => {
       SettingsError,
       /RUN_LINK_URL/,
     );
+  });
+});
+
+describe('workflow call over a real socket: PLUGIN_TIMEOUT measures the workflow service only', () => {
+  it('a consumer that holds a frame (its own client stalled) longer than the timeout gets the rest; silence still times out', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url === '/schema') {
+          res.writeHead(200, { 'Content-Type': 'application/json' });
+          res.end(JSON.stringify({ code: 0, data: { data: { id: 'f1', name: 'wf', data: {} } } }));
+          return;
+        }
+        res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+        let i = 0;
+        const silent = req.url === '/silent/chat/completions';
+        const tick = setInterval(() => {
+          if (res.destroyed) return clearInterval(tick);
+          if (silent && i === 2) return; // then nothing more, the connection open
+          if (i < 30) {
+            const frame = { code: 0, choices: [{ delta: { content: `w${i++} ` } }] };
+            res.write(`data: ${JSON.stringify(frame)}\n\n`);
+          } else {
+            clearInterval(tick);
+            res.end('data: [DONE]\n\n');
+          }
+        }, 50);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const client = new PluginHttpClient();
+    const ctx = { sid: 's', appId: 'a', uid: 'u', signal: new AbortController().signal };
+    const run = async (sseBase: string) => {
+      const [tool] = await buildWorkflowTools(
+        { schemaUrl: `${base}/schema`, sseBaseUrl: sseBase, timeoutMs: 300, client },
+        ['f1'],
+        ctx,
+      );
+      const got: string[] = [];
+      try {
+        for await (const f of tool!.run({}, ctx)) {
+          got.push(f.content ?? '');
+          if (got.length === 2) await new Promise((r) => setTimeout(r, 1000));
+        }
+        return { got, error: undefined };
+      } catch (err) {
+        return { got, error: err as Error };
+      }
+    };
+    try {
+      const held = await run(base);
+      expect(held.error, held.error?.message).to.equal(undefined);
+      expect(held.got.join('')).to.equal(Array.from({ length: 30 }, (_, i) => `w${i} `).join(''));
+      const silent = await run(`${base}/silent`);
+      expect(silent.got).to.deep.equal(['w0 ', 'w1 ']);
+      expect((silent.error as AgentError | undefined)?.origin?.message).to.equal(
+        'workflow call timed out after 300 ms',
+      );
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('plugin answers nested past MAX_JSON_DEPTH', () => {
+  it('are refused as not JSON (40500, no stack-exhausting value reaches the run)', async () => {
+    const deepAnswer = `{"code": 0, "data": ${'['.repeat(5000)}${']'.repeat(5000)}}`;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(req.url === '/deep' ? deepAnswer : '{"code": 0, "data": [[1]]}');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const call = {
+      client: new PluginHttpClient(),
+      what: 'test call',
+      timeoutMs: 5000,
+      timeoutCode: { code: -1, message: 'timeout' },
+      signal: new AbortController().signal,
+    };
+    try {
+      expect(await postJson(`${base}/flat`, {}, call)).to.deep.equal({ code: 0, data: [[1]] });
+      const err = await postJson(`${base}/deep`, {}, call).then(
+        () => undefined,
+        (e: unknown) => e as AgentError,
+      );
+      expect(err).to.be.instanceOf(AgentError);
+      expect(err!.code).to.equal(40500);
+      expect(err!.message).to.match(/test call answer is not JSON/);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -79,6 +79,8 @@ describe('ReAct: parsing a planner step (spec 7.6.4)', () => {
       'Thought: x\nAction: search\nAction Input: {city: Hefei}', // not JSON
       'Thought: x\nAction: search\nAction Input: [1, 2]', // not an object
       'Thought: x\nAction: search\nAction Input: "text"',
+      // nested past MAX_JSON_DEPTH: the scratchpad's Python-style dump would exhaust the stack
+      `Thought: x\nAction: search\nAction Input: {"q": ${'['.repeat(5000)}${']'.repeat(5000)}}`,
     ];
     for (const text of bad)
       expect(

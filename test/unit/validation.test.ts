@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { validationBody } from '../../lib/agent/chunks.js';
 import { BodyDecodeError, isJsonContentType, validateBody } from '../../lib/http/body.js';
-import { parseJson } from '../../lib/schema/json.js';
+import { MAX_JSON_DEPTH, parseJson } from '../../lib/schema/json.js';
 import {
   bool,
   codePointLength,
@@ -201,6 +201,43 @@ describe('validation: JSON as Python reads it', () => {
     expect(offset('{"é😀":x}')).to.equal(6); // code points, not UTF-16 units
     expect(offset('{"a":"\\q"}')).to.equal(6); // Invalid \escape
     expect(offset('{"a":"\u0001"}')).to.equal(6); // Invalid control character
+  });
+
+  it(`nesting deeper than MAX_JSON_DEPTH (${MAX_JSON_DEPTH}) is json_invalid at the bracket past it, valid or not, at any depth`, () => {
+    const issue = (text: string) => {
+      try {
+        parseJson(text);
+        return 'ok';
+      } catch (err) {
+        if (!(err instanceof RequestValidationError)) throw err;
+        return err.message;
+      }
+    };
+    const past = `json_invalid, ${MAX_JSON_DEPTH}, JSON decode error`;
+    for (const depth of [MAX_JSON_DEPTH + 1, 1000, 5000, 100_000]) {
+      expect(issue('['.repeat(depth)), `[ x ${depth}`).to.equal(past);
+      expect(issue('['.repeat(depth) + ']'.repeat(depth)), `[] x ${depth}`).to.equal(past);
+      expect(issue('{"a":'.repeat(depth)), `{"a": x ${depth}`).to.equal(
+        `json_invalid, ${5 * MAX_JSON_DEPTH}, JSON decode error`,
+      );
+      expect(issue('{"a":'.repeat(depth) + '1' + '}'.repeat(depth))).to.equal(
+        `json_invalid, ${5 * MAX_JSON_DEPTH}, JSON decode error`,
+      );
+      // NaN sends a valid-for-Python body through the fallback parser
+      expect(issue('['.repeat(depth) + 'NaN' + ']'.repeat(depth))).to.equal(past);
+    }
+    // An earlier syntax error is reported first, as a parser reading in order would.
+    expect(issue('[x' + '['.repeat(5000))).to.equal('json_invalid, 1, JSON decode error');
+    // Brackets inside strings do not nest.
+    const inString = JSON.stringify({ a: '['.repeat(5000), b: '{'.repeat(5000) });
+    expect(issue(inString)).to.equal('ok');
+    expect(issue(JSON.stringify(['\\', '\\"[{'.repeat(3000), [[[]]]]))).to.equal('ok');
+    // Up to the limit everything parses, with either parser.
+    const deepest = '['.repeat(MAX_JSON_DEPTH) + ']'.repeat(MAX_JSON_DEPTH);
+    expect(issue(deepest)).to.equal('ok');
+    expect(issue('['.repeat(MAX_JSON_DEPTH) + 'NaN' + ']'.repeat(MAX_JSON_DEPTH))).to.equal('ok');
+    // Many brackets side by side are not depth.
+    expect(issue(JSON.stringify(Array.from({ length: 5000 }, () => ({ a: [1] }))))).to.equal('ok');
   });
 
   it('accepts what Python accepts', () => {

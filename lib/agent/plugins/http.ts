@@ -12,6 +12,7 @@ import { requestIdHeader } from '../../telemetry/context.js';
 import { pyJson } from '../chunks.js';
 import { AgentError, CODES, type CodeDef } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
+import { parseBoundedJson } from '../../schema/json.js';
 
 export interface RequestInit {
   method: 'GET' | 'POST';
@@ -102,6 +103,14 @@ export function deadline(signal: AbortSignal, timeoutMs: number) {
     state,
     /** Restarts the deadline (a stream that made progress). */
     rearm: arm,
+    /**
+     * Stops it until the next rearm: while the consumer holds a frame (blocked on its own
+     * client's back-pressure) the stream is not read, and that wait is not the service's.
+     */
+    hold() {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+    },
     /** Ends what the signal guards (an unfinished streamed answer). */
     abort: () => controller.abort(),
     dispose() {
@@ -152,7 +161,7 @@ export async function callJson(
     }
     const text = await readText(res);
     try {
-      return JSON.parse(text) as unknown;
+      return parseBoundedJson(text);
     } catch (err) {
       throw new AgentError(CODES.INTERNAL, `${opts.what} answer is not JSON`, { cause: err });
     }

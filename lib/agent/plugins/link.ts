@@ -15,6 +15,7 @@ import {
   type PluginHttpClient,
 } from './http.js';
 import { makeTool, type Tool, type ToolParameters } from './types.js';
+import { parseBoundedJson } from '../../schema/json.js';
 
 /** A link tool id and version; a plain string id means version V1.0 (spec 3.2). */
 export interface LinkToolRef {
@@ -192,7 +193,7 @@ function parseDocument(schema: unknown, toolId: string): Json {
   if (typeof schema !== 'string')
     throw new AgentError(CODES.INTERNAL, `link tool ${toolId}: schema is not an OpenAPI document`);
   try {
-    return obj(JSON.parse(schema));
+    return obj(parseBoundedJson(schema));
   } catch (err) {
     throw new AgentError(CODES.INTERNAL, `link tool ${toolId}: schema is not JSON`, { cause: err });
   }

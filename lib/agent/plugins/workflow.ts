@@ -3,7 +3,8 @@
 // service's OpenAI-style streaming call: every frame is read as it arrives; frames with
 // `code != 0` (or without a code) are error frames and end the run as the observation; the
 // others carry content / reasoning_content, which the ReAct runner streams to the client while
-// the planner sees only the first frame. The deadline is per wait (the answer, then each frame).
+// the planner sees only the first frame. The deadline is per wait (the answer, then each frame);
+// the time the consumer holds a frame (its own client slow to read) never counts.
 import { isPlainObject } from '../../schema/object.js';
 import { AgentError, CODES } from '../errors.js';
 import type { RunContext } from '../runners/types.js';
@@ -16,6 +17,7 @@ import {
   type PluginHttpClient,
 } from './http.js';
 import { makeTool, type Tool, type ToolFrame, type ToolParameters } from './types.js';
+import { parseBoundedJson } from '../../schema/json.js';
 
 export interface WorkflowOptions {
   /** GET_WORKFLOWS_URL (POST {"flow_id"}) */
@@ -183,7 +185,7 @@ async function* runWorkflow(
       }
       let parsed: unknown;
       try {
-        parsed = JSON.parse(data);
+        parsed = parseBoundedJson(data);
       } catch (err) {
         throw new AgentError(CODES.INTERNAL, 'workflow call sent a frame that is not JSON', {
           cause: err,
@@ -191,7 +193,9 @@ async function* runWorkflow(
       }
       const frame = workflowFrame(parsed);
       if (!frame) continue;
+      d.hold();
       yield frame;
+      d.rearm();
       if (frame.error) return;
     }
     complete = true;

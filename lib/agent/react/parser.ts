@@ -1,6 +1,7 @@
 // Reading the planner (spec 7.6.3) and parsing one step of its output (spec 7.6.4). Pure.
 import { AgentError, CODES } from '../errors.js';
 import type { LlmDelta } from '../llm.js';
+import { parseBoundedJson } from '../../schema/json.js';
 
 /** The markers the planner writes; only these are behaviour, the prompt around them is ours. */
 export const THOUGHT = 'Thought:';
@@ -49,7 +50,7 @@ export function parseStep(text: string, toolNames: readonly string[]): ParsedSte
   const inputText = split(byInput[1]!, OBSERVATION)[0]!.trim();
   let actionInput: unknown;
   try {
-    actionInput = JSON.parse(inputText);
+    actionInput = parseBoundedJson(inputText);
   } catch {
     throw formatError(`the action input is not JSON: ${JSON.stringify(inputText.slice(0, 200))}`);
   }

@@ -10,7 +10,7 @@ import type { ChatService } from '../../agent/service.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
-import { abortOnClose, SSE_HEADERS, streamSse, validateOrAnswer } from '../stream.js';
+import { abortOnClose, SSE_HEADERS, stallPolicy, streamSse, validateOrAnswer } from '../stream.js';
 
 export const CHAT_PATH = '/agent/v1/chat/completions';
 
@@ -28,7 +28,7 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
     const request = { sid, appId: parsed.appId, inputs: parsed.inputs };
 
     if (parsed.inputs.stream) {
-      await streamSse(res, SSE_HEADERS, (emit) =>
+      await streamSse(res, SSE_HEADERS, stallPolicy(deps, sid), (emit) =>
         chat.completions(request, controller.signal, emit),
       );
       return;

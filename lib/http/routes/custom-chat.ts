@@ -10,7 +10,7 @@ import type { ChatService } from '../../agent/service.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
-import { abortOnClose, streamSse, validateOrAnswer } from '../stream.js';
+import { abortOnClose, stallPolicy, streamSse, validateOrAnswer } from '../stream.js';
 
 export const CUSTOM_CHAT_PATH = '/agent/v1/custom/chat/completions';
 
@@ -34,7 +34,7 @@ export function customChatRouter(
     if (!parsed) return;
     const controller = abortOnClose(res);
     const { appId, inputs } = parsed;
-    await streamSse(res, CUSTOM_STREAM_HEADERS, (emit) =>
+    await streamSse(res, CUSTOM_STREAM_HEADERS, stallPolicy(deps, sid), (emit) =>
       chat.run(
         { sid, appId, uid: inputs.uid, caller: inputs.meta_data.caller },
         controller.signal,
