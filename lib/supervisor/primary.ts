@@ -27,6 +27,11 @@ export function runPrimary(opts: LoadOptions): void {
     config_file: config.file.path,
     settings,
   });
+  if (!settings.MYSQL_HOST) {
+    logger.info(
+      `bot configs in the embedded SQLite file ${settings.SQLITE_PATH}: right for one instance; to run several instances behind a load balancer, set MYSQL_HOST (and REDIS_ADDR or REDIS_CLUSTER_ADDR) so that they share state`,
+    );
+  }
 
   const pool = new Pool({
     logger,
