@@ -14,6 +14,7 @@ import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
 import type { ChatService } from '../agent/service.js';
 import { RequestValidationError } from '../schema/schema.js';
 import { sidsFor, type AppDeps } from './deps.js';
+import { touching, wsKeepAlive } from './keepalive.js';
 import { sendWithBackpressure } from './stream.js';
 
 export interface WsChatSession {
@@ -100,7 +101,10 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
     }
     const controller = new AbortController();
     s.running.set(rid, controller);
-    const emit = (c: ChatChunk) => sendWithBackpressure(ws, { request_id: rid, chunk: c });
+    const idle = wsKeepAlive(ws, deps.settings.SERVICE_SSE_KEEPALIVE_INTERVAL);
+    const emit = touching(idle, (c: ChatChunk) =>
+      sendWithBackpressure(ws, { request_id: rid, chunk: c }),
+    );
     void chat
       .completions({ sid, appId: parsed.appId, inputs: parsed.inputs }, controller.signal, emit)
       .then(
@@ -113,6 +117,7 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
         (err: unknown) => deps.logger.error('websocket chat failed', { sid, err }),
       )
       .finally(() => {
+        idle?.stop();
         s.running.delete(rid);
         maybeClose(ws, s);
       });
