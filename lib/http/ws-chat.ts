@@ -8,18 +8,22 @@
 // validation answers one chunk frame with the 40002 body, then done. Several requests may run at
 // once on one socket; a closed socket aborts them all (and their upstream requests).
 import type { IncomingMessage } from 'node:http';
+import type { Context } from '@opentelemetry/api';
 import type { WebSocket } from 'ws';
 import { validationBody, type ChatChunk } from '../agent/chunks.js';
 import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
 import type { ChatService } from '../agent/service.js';
 import { RequestValidationError } from '../schema/schema.js';
 import { sidsFor, type AppDeps } from './deps.js';
+import { callerContext } from '../telemetry/tracing.js';
 import { touching, wsKeepAlive } from './keepalive.js';
 import { sendWithBackpressure } from './stream.js';
 
 export interface WsChatSession {
   /** From the upgrade request; undefined = missing (each chat then answers 40002). */
   appId: string | undefined;
+  /** The caller's trace context from the upgrade request (tracing on): each chat's parent. */
+  trace?: Context;
   running: Map<string, AbortController>;
   /** Set by a drain: refuse new chats, close with this code when the last one ends. */
   closeCode?: number;
@@ -106,7 +110,11 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
       sendWithBackpressure(ws, { request_id: rid, chunk: c }),
     );
     void chat
-      .completions({ sid, appId: parsed.appId, inputs: parsed.inputs }, controller.signal, emit)
+      .completions(
+        { sid, appId: parsed.appId, inputs: parsed.inputs, trace: s.trace },
+        controller.signal,
+        emit,
+      )
       .then(
         (outcome) =>
           void sendWithBackpressure(ws, {
@@ -124,7 +132,7 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
   }
 
   return {
-    open: (req) => ({ appId: appIdOf(req), running: new Map() }),
+    open: (req) => ({ appId: appIdOf(req), running: new Map(), trace: callerContext(req) }),
     handle(ws, s, msg) {
       if (msg.type === 'chat') {
         startChat(ws, s, msg);

@@ -196,7 +196,7 @@ function serverAttributes(req: IncomingMessage, method: string): Attributes {
 }
 
 /** The context of a request's server span: the parent of the run it starts. */
-export function requestContext(req: IncomingMessage): Context | undefined {
+export function serverSpanContext(req: IncomingMessage): Context | undefined {
   return requestContexts.get(req);
 }
 

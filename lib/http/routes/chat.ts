@@ -7,7 +7,7 @@ import { Router, type Request, type Response } from 'express';
 import { Aggregator } from '../../agent/chunks.js';
 import { validateCompletion } from '../../agent/request.js';
 import type { ChatService } from '../../agent/service.js';
-import { requestContext } from '../../telemetry/tracing.js';
+import { serverSpanContext } from '../../telemetry/tracing.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
@@ -24,7 +24,12 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
     const parsed = validateOrAnswer(req, res, sid, validateCompletion);
     if (!parsed) return;
     const controller = abortOnClose(res);
-    const request = { sid, appId: parsed.appId, inputs: parsed.inputs, trace: requestContext(req) };
+    const request = {
+      sid,
+      appId: parsed.appId,
+      inputs: parsed.inputs,
+      trace: serverSpanContext(req),
+    };
 
     if (parsed.inputs.stream) {
       await streamSse(

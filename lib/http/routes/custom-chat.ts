@@ -7,7 +7,7 @@
 import { Router, type Request, type Response } from 'express';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
 import type { ChatService } from '../../agent/service.js';
-import { requestContext } from '../../telemetry/tracing.js';
+import { serverSpanContext } from '../../telemetry/tracing.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
@@ -43,7 +43,7 @@ export function customChatRouter(
           caller: inputs.meta_data.caller,
           agent: 'custom',
           conversationId: inputs.meta_data.caller_sid,
-          trace: requestContext(req),
+          trace: serverSpanContext(req),
           includeUsage: inputs.stream_options?.include_usage === true,
         },
         controller.signal,
