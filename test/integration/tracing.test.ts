@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import type OpenAI from 'openai';
-import { chatRaw, createBot, parseSse, sdk, type Chunk } from '../support/chat.js';
+import { chatRaw, createBot, parseSse, sdk, WsChatClient, type Chunk } from '../support/chat.js';
 import { act, finish, startFakeReactLlm, type FakeReactLlm } from '../support/fake-react-llm.js';
 import { pluginEnv, startFakePlugins, type FakePlugins } from '../support/fake-plugins.js';
 import { startRealMcpServer, type RealMcpServer } from '../support/mcp-server.js';
@@ -426,7 +426,7 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     expect(duration.attrs['gen_ai.operation.name']).to.equal('chat');
   });
 
-  it('sends `: keep-alive` during a slow tool call; the openai SDK ignores it', async () => {
+  it('sends `: keep-alive` during a slow tool call (the openai SDK ignores it), a ping on the WebSocket', async () => {
     const model = `slow-model-${++seq}`;
     llm.script(model, {
       plan: [[act('wait', 'slow', { ms: 900 })], [finish('done')]],
@@ -453,6 +453,22 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     for await (const c of stream) got.push(c as unknown as Chunk);
     expect(got.map((c) => c.choices[0]?.delta.content ?? '').join('')).to.include('Waited.');
     expect(got.at(-1)!.choices[0]!.finish_reason).to.equal('stop');
+
+    // The WebSocket chat: ping frames while the tool runs, none once it is idle.
+    const ws = await WsChatClient.open(svc.port, { appId: APP });
+    try {
+      let pings = 0;
+      ws.ws.on('ping', () => pings++);
+      ws.chat('r1', body);
+      const { chunks: wsChunks } = await ws.result('r1');
+      expect(wsChunks.at(-1)!.code).to.equal(0);
+      expect(pings, 'pings during the 900 ms tool call').to.be.at.least(2);
+      const after = pings;
+      await new Promise((r) => setTimeout(r, 500));
+      expect(pings, 'no ping once no chat runs').to.equal(after);
+    } finally {
+      ws.close();
+    }
   });
 
   it('a collector that hangs never slows a request', async () => {
