@@ -22,6 +22,13 @@ export interface ChunkDelta {
   reasoning_content: string | null;
 }
 
+/** OpenAI's `usage` (new: sent when the client asks, or known). */
+export interface ChatUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
 /** The fields a chunk and an aggregated completion share (spec 4.1, 4.4). */
 interface ChatEnvelope {
   id: string;
@@ -30,7 +37,8 @@ interface ChatEnvelope {
   model: string;
   service_tier: null;
   system_fingerprint: null;
-  usage: null;
+  /** null but in the usage chunk (stream_options.include_usage) and a completion whose usage is known. */
+  usage: ChatUsage | null;
   code: number;
   message: string;
   logs: string[];
@@ -111,6 +119,27 @@ export function eventChunk(sid: string, ev: RunnerEvent, now = Date.now()): Chat
 /** The final chunk (spec 4.2 step 3): always sent, also after an error; model "". */
 export function stopChunk(sid: string, code: number, message: string, now = Date.now()): ChatChunk {
   return chunk(sid, '', {}, 'stop', code, message, now);
+}
+
+/**
+ * The last chunk of a stream whose request had `stream_options.include_usage: true` (OpenAI's
+ * shape: no choices, the run's usage), after the stop chunk and before `[DONE]`.
+ */
+export function usageChunk(sid: string, usage: ChatUsage, now = Date.now()): ChatChunk {
+  return {
+    id: sid,
+    choices: [],
+    created: now,
+    model: '',
+    object: 'chat.completion.chunk',
+    service_tier: null,
+    system_fingerprint: null,
+    usage,
+    code: CODES.SUCCESS.code,
+    message: CODES.SUCCESS.message,
+    logs: [],
+    knowledge_metadata: [],
+  };
 }
 
 /**

@@ -37,6 +37,7 @@ import {
   defaultMetaData,
   messageSchema,
   metaDataSchema,
+  streamOptionsField,
   validateChatRequest,
   type BodyInput,
 } from './request.js';
@@ -95,6 +96,7 @@ export const customCompletionSchema = model({
   uid: optional(str({ maxLength: 64 }), () => ''),
   messages: list(messageSchema),
   stream: optional(bool(), () => false),
+  stream_options: streamOptionsField,
   meta_data: optional(metaDataSchema, defaultMetaData),
   model_config: modelConfigSchema,
   instruction: optional(instructionSchema, () => ({ reasoning: '', answer: '' })),
@@ -193,6 +195,7 @@ export async function* runCustom(
       inputs.plugin.knowledge,
       question,
       ctx.signal,
+      ctx.trace,
     );
     const answer: RunnerInputs = {
       llm: deps.llm,

@@ -2,8 +2,10 @@
 // the query, reference expansion, grouping by document, the prompt text and the knowledge chunk.
 // Both modes: OpenAPI (one query from the bot config) and custom (one query per knowledge item,
 // concurrently, for the custom endpoint).
+import type { Context } from '@opentelemetry/api';
 import { isPlainObject } from '../schema/object.js';
 import { requestIdHeader } from '../telemetry/context.js';
+import { endRetrievalSpan, startRetrievalSpan } from '../telemetry/genai.js';
 import { pyJson, type RunnerEvent, type ToolCall } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { RunAbortedError } from './llm.js';
@@ -36,10 +38,33 @@ export function queryBody(q: KnowledgeQuery): Record<string, unknown> {
 export class KnowledgeClient {
   constructor(private readonly opts: KnowledgeClientOptions) {}
 
-  /** The service's JSON answer; `{}` without a query when there are no repo ids (spec 8.4). */
-  async query(q: KnowledgeQuery, signal: AbortSignal): Promise<unknown> {
+  /**
+   * The service's JSON answer; `{}` without a query when there are no repo ids (spec 8.4). A
+   * `retrieval` span (child of `trace`) covers the query.
+   */
+  async query(q: KnowledgeQuery, signal: AbortSignal, trace?: Context): Promise<unknown> {
     if (q.repoIds.length === 0) return {};
     if (!this.opts.url) throw new AgentError(CODES.INTERNAL, 'CHUNK_QUERY_URL is not set');
+    const { span } = startRetrievalSpan(trace, {
+      repoIds: q.repoIds,
+      topK: q.topK,
+      query: q.query,
+      url: this.opts.url,
+    });
+    let answer: unknown;
+    let error: unknown;
+    try {
+      answer = await this.send(q, signal);
+      return answer;
+    } catch (err) {
+      error = err;
+      throw err;
+    } finally {
+      endRetrievalSpan(span, { documents: () => documentsOf(answer), error });
+    }
+  }
+
+  private async send(q: KnowledgeQuery, signal: AbortSignal): Promise<unknown> {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs ?? 40_000);
     let res: Response;
     try {
@@ -70,6 +95,16 @@ export class KnowledgeClient {
 }
 
 // ---- results -----------------------------------------------------------------------------------
+
+/** The documents of an answer as gen_ai.retrieval.documents lists them (id and content). */
+function documentsOf(resp: unknown): { id: string; content: string }[] {
+  const data = isPlainObject(resp) ? resp.data : undefined;
+  const results = isPlainObject(data) && Array.isArray(data.results) ? data.results : [];
+  return results.filter(isPlainObject).map((r) => ({
+    id: asText(r.docId),
+    content: asText(r.content),
+  }));
+}
 
 export interface MetadataItem {
   source_id: string;
@@ -171,6 +206,7 @@ export async function retrieveForBot(
   cfg: BotKnowledgeConfig,
   question: string,
   signal: AbortSignal,
+  trace?: Context,
 ): Promise<KnowledgeResult> {
   const { repoId, docId } = cfg.regular_config.match;
   if (repoId.length === 0 && docId.length === 0) return NO_KNOWLEDGE;
@@ -184,6 +220,7 @@ export async function retrieveForBot(
       ragType: cfg.regular_config.rag.type || 'AIUI-RAG2',
     },
     signal,
+    trace,
   );
   return processResults([resp], 'openapi');
 }
@@ -202,6 +239,7 @@ export async function retrieveForItems(
   items: readonly KnowledgeItem[],
   question: string,
   signal: AbortSignal,
+  trace?: Context,
 ): Promise<KnowledgeResult> {
   const wanted = items.filter((k) => k.match.repo_ids.length > 0 || k.match.doc_ids.length > 0);
   if (wanted.length === 0) return NO_KNOWLEDGE;
@@ -217,6 +255,7 @@ export async function retrieveForItems(
           ragType: ragTypeOf(k.repo_type),
         },
         signal,
+        trace,
       ),
     ),
   );

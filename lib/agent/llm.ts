@@ -13,10 +13,20 @@
 // as a client of our endpoint.
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { urlToHttpOptions } from 'node:url';
+import type { Context } from '@opentelemetry/api';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { requestIdHeader } from '../telemetry/context.js';
+import {
+  endChatSpan,
+  providerOf,
+  startChatSpan,
+  wantsOutput,
+  type TokenUsage,
+} from '../telemetry/genai.js';
+import { errorInfo, injectTraceHeaders } from '../telemetry/tracing.js';
 import { AgentError, CODES, type CodeDef } from './errors.js';
 
 export interface LlmMessage {
@@ -54,9 +64,63 @@ export interface LlmClientOptions {
   maxEndpoints?: number;
 }
 
+/** What one LLM call reports when it ends (the GenAI metrics, the run's token usage). */
+export interface LlmCallRecord {
+  provider: string;
+  requestModel: string;
+  serverAddress: string;
+  serverPort: number;
+  /** From the request to the end of the stream (or the failure), in seconds. */
+  durationS: number;
+  /** To the first event of the stream, in seconds; absent when none arrived. */
+  ttfcS?: number;
+  /** When the upstream reported it. */
+  usage?: TokenUsage;
+  /** error.type of a failed call (see errorInfo). */
+  errorType?: string;
+}
+
+/** Per-run options of an LLM call (set by the chat service on the RunContext). */
+export interface LlmCallOptions {
+  /** The run's span: the parent of the call's `chat {model}` span and the upstream's traceparent. */
+  parent?: Context;
+  /** Ask the upstream for usage (`stream_options.include_usage`): only when the client asked. */
+  includeUsage?: boolean;
+  /** Called once when the call ends. */
+  record?(r: LlmCallRecord): void;
+}
+
 /** The interface runners depend on (a test may pass its own). */
 export interface LlmStreamer {
-  stream(model: LlmModel, messages: LlmMessage[], signal: AbortSignal): AsyncGenerator<LlmDelta>;
+  stream(
+    model: LlmModel,
+    messages: LlmMessage[],
+    signal: AbortSignal,
+    call?: LlmCallOptions,
+  ): AsyncGenerator<LlmDelta>;
+}
+
+/** What the stream reported about itself, read from its chunks. */
+interface StreamInfo {
+  responseId?: string;
+  responseModel?: string;
+  finishReasons: string[];
+  usage?: TokenUsage;
+  /** performance.now() at the first event. */
+  firstAt?: number;
+  /** The answer text, collected only for a recording span with content capture on. */
+  output?: string;
+}
+
+/** OpenAI's `usage` object, when it holds token counts. */
+function usageOf(u: unknown): TokenUsage | undefined {
+  if (!u || typeof u !== 'object') return undefined;
+  const { prompt_tokens: input, completion_tokens: output } = u as Record<string, unknown>;
+  if (typeof input !== 'number' && typeof output !== 'number') return undefined;
+  return {
+    input: typeof input === 'number' ? input : 0,
+    output: typeof output === 'number' ? output : 0,
+  };
 }
 
 /** Spec 5.3: only these two string codes map; everything else is 40303 (defect D4 kept). */
@@ -181,6 +245,10 @@ async function readCapped(res: IncomingMessage, max: number): Promise<string> {
 interface Endpoint {
   tls: boolean;
   options: http.RequestOptions;
+  /** server.address, server.port and gen_ai.provider.name of the spans and metrics. */
+  address: string;
+  port: number;
+  provider: string;
 }
 
 /** LLM_TIMEOUT's idle timer: pushed back on every event, ignored while a delta is held. */
@@ -264,7 +332,14 @@ export class LlmClient implements LlmStreamer {
     }
     if (this.endpoints.size >= this.maxEndpoints)
       this.endpoints.delete(this.endpoints.keys().next().value!);
-    const ep = { tls: url.protocol === 'https:', options: urlToHttpOptions(url) };
+    const tls = url.protocol === 'https:';
+    const ep: Endpoint = {
+      tls,
+      options: urlToHttpOptions(url),
+      address: url.hostname,
+      port: url.port ? Number(url.port) : tls ? 443 : 80,
+      provider: providerOf(url.hostname),
+    };
     this.endpoints.set(model.api, ep);
     return ep;
   }
@@ -273,6 +348,7 @@ export class LlmClient implements LlmStreamer {
     model: LlmModel,
     messages: LlmMessage[],
     signal: AbortSignal,
+    call?: LlmCallOptions,
   ): AsyncGenerator<LlmDelta> {
     if (signal.aborted) throw new RunAbortedError();
     if (!model.api) {
@@ -289,6 +365,17 @@ export class LlmClient implements LlmStreamer {
       });
     }
     const ep = this.endpoint(model);
+    const startedAt = performance.now();
+    const { span, context } = startChatSpan(call?.parent, {
+      provider: ep.provider,
+      model: model.domain,
+      address: ep.address,
+      port: ep.port,
+      messages,
+    });
+    const info: StreamInfo = { finishReasons: [] };
+    if (wantsOutput(span)) info.output = '';
+    let failure: Error | undefined;
     const state = { timedOut: false, aborted: false };
     const controller = new AbortController();
     const onAbort = () => {
@@ -326,17 +413,30 @@ export class LlmClient implements LlmStreamer {
     let res: IncomingMessage | undefined;
     let complete = false;
     try {
-      res = await this.open(ep, model, messages, controller.signal);
-      yield* this.events(res, idle);
+      res = await this.open(ep, model, messages, controller.signal, context, call?.includeUsage);
+      yield* this.events(res, idle, info);
       // Aborted streams should throw, but a stream cut short may also just end.
       if (state.timedOut || state.aborted || signal.aborted) throw new Error('stream cut short');
       complete = true;
     } catch (err) {
-      throw mapLlmError(err, {
+      failure = mapLlmError(err, {
         timedOut: state.timedOut,
         aborted: state.aborted || signal.aborted,
       });
+      throw failure;
     } finally {
+      const ttfcS = info.firstAt === undefined ? undefined : (info.firstAt - startedAt) / 1000;
+      endChatSpan(span, { ...info, ttfcS, error: failure });
+      call?.record?.({
+        provider: ep.provider,
+        requestModel: model.domain,
+        serverAddress: ep.address,
+        serverPort: ep.port,
+        durationS: (performance.now() - startedAt) / 1000,
+        ttfcS,
+        usage: info.usage,
+        errorType: failure ? errorInfo(failure).type : undefined,
+      });
       if (timer) clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       if (!res || (!res.complete && !complete)) {
@@ -362,9 +462,21 @@ export class LlmClient implements LlmStreamer {
     model: LlmModel,
     messages: LlmMessage[],
     signal: AbortSignal,
+    trace?: Context,
+    includeUsage?: boolean,
   ): Promise<IncomingMessage> {
-    const body = JSON.stringify({ messages, model: model.domain, stream: true });
-    const headers = {
+    // Spec 7.2's body; usage is asked for only when the client asked for it.
+    const body = JSON.stringify(
+      includeUsage
+        ? {
+            messages,
+            model: model.domain,
+            stream: true,
+            stream_options: { include_usage: true },
+          }
+        : { messages, model: model.domain, stream: true },
+    );
+    const headers: Record<string, string | number> = {
       'Content-Type': 'application/json',
       'Content-Length': Buffer.byteLength(body),
       Accept: 'application/json',
@@ -372,6 +484,7 @@ export class LlmClient implements LlmStreamer {
       'User-Agent': USER_AGENT,
       ...requestIdHeader(),
     };
+    injectTraceHeaders(trace, headers);
     const agent = ep.tls ? this.agents.https : this.agents.http;
     let staleRetried = false;
     for (let done = 0; ; done++) {
@@ -412,7 +525,11 @@ export class LlmClient implements LlmStreamer {
   }
 
   /** The deltas of an event stream, until `[DONE]` or the end of the body. */
-  private async *events(res: IncomingMessage, idle: IdleTimer): AsyncGenerator<LlmDelta> {
+  private async *events(
+    res: IncomingMessage,
+    idle: IdleTimer,
+    info: StreamInfo,
+  ): AsyncGenerator<LlmDelta> {
     const { arm } = idle;
     const queue: LlmDelta[] = [];
     let failure: Error | undefined;
@@ -420,6 +537,7 @@ export class LlmClient implements LlmStreamer {
     const onEvent = (ev: EventSourceMessage) => {
       if (finished || failure) return;
       arm();
+      info.firstAt ??= performance.now();
       if (ev.data.startsWith('[DONE]')) {
         finished = true;
         return;
@@ -444,13 +562,25 @@ export class LlmClient implements LlmStreamer {
         failure = bad;
         return;
       }
-      const choice = (raw.choices as { delta?: unknown }[] | undefined)?.[0];
+      if (info.responseId === undefined && typeof raw.id === 'string') info.responseId = raw.id;
+      if (typeof raw.model === 'string' && raw.model !== '') info.responseModel = raw.model;
+      // The usage chunk (include_usage) has no choices; some upstreams report it unasked.
+      if (raw.usage) info.usage = usageOf(raw.usage) ?? info.usage;
+      const choice = (
+        raw.choices as { delta?: unknown; finish_reason?: unknown }[] | undefined
+      )?.[0];
+      const reason = choice?.finish_reason;
+      if (typeof reason === 'string' && reason !== '' && !info.finishReasons.includes(reason))
+        info.finishReasons.push(reason);
       const delta = choice?.delta as { content?: unknown; reasoning_content?: unknown } | undefined;
       if (!delta || typeof delta !== 'object') return;
       const out: LlmDelta = {};
       if (typeof delta.reasoning_content === 'string' && delta.reasoning_content !== '')
         out.reasoning = delta.reasoning_content;
-      if (typeof delta.content === 'string' && delta.content !== '') out.content = delta.content;
+      if (typeof delta.content === 'string' && delta.content !== '') {
+        out.content = delta.content;
+        if (info.output !== undefined) info.output += delta.content;
+      }
       if (out.content !== undefined || out.reasoning !== undefined) queue.push(out);
     };
     const parser = createParser({

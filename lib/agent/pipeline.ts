@@ -86,7 +86,7 @@ export async function* runOpenApi(
   const planModel = () => (plan ??= modelOf(deps, ctx.appId, mc.plan, ctx.signal));
 
   const { question, history } = splitQuestion(inputs.messages);
-  const knowledge = await retrieveForBot(deps.knowledge, config, question, ctx.signal);
+  const knowledge = await retrieveForBot(deps.knowledge, config, question, ctx.signal, ctx.trace);
 
   const build: OpenApiBuild = {
     config,

@@ -7,6 +7,7 @@ import {
   fail,
   list,
   model,
+  nullable,
   optional,
   str,
   validateParams,
@@ -28,6 +29,15 @@ export const metaDataSchema = model({
 /** `meta_data` when the request has none. */
 export const defaultMetaData = () => ({ caller: 'chat_open_api', caller_sid: '' });
 
+/**
+ * OpenAI's `stream_options` (new): `include_usage: true` ends a stream with a usage chunk.
+ * Shared by both chat requests.
+ */
+export const streamOptionsField = optional(
+  nullable(model({ include_usage: optional(bool(), () => false) })),
+  () => null,
+);
+
 /** `CompletionInputs` (spec 3.1): unknown fields ignored. */
 export const completionSchema = model({
   // An omitted bot_id defaults to "" without validation (then 40001 later).
@@ -35,6 +45,7 @@ export const completionSchema = model({
   uid: optional(str({ maxLength: 64 }), () => ''),
   messages: list(messageSchema),
   stream: optional(bool(), () => false),
+  stream_options: streamOptionsField,
   meta_data: optional(metaDataSchema, defaultMetaData),
 });
 

@@ -7,10 +7,25 @@ import { parseHostAllowList } from '../config/host-allow-list.js';
 import type { Settings } from '../config/settings.js';
 import type { BotStore } from '../store/types.js';
 import { AppAuthKeyResolver, BotSkKeyResolver, type KeyResolver } from './app-auth.js';
-import { eventChunk, stopChunk, type ChatChunk, type RunnerEvent } from './chunks.js';
+import type { Context } from '@opentelemetry/api';
+import { endAgentSpan, startAgentSpan } from '../telemetry/genai.js';
+import {
+  eventChunk,
+  stopChunk,
+  usageChunk,
+  type ChatChunk,
+  type ChatUsage,
+  type RunnerEvent,
+} from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { KnowledgeClient } from './knowledge.js';
-import { LlmClient, RunAbortedError, type LlmStreamer } from './llm.js';
+import {
+  LlmClient,
+  RunAbortedError,
+  type LlmCallOptions,
+  type LlmCallRecord,
+  type LlmStreamer,
+} from './llm.js';
 import {
   runOpenApi,
   type AgentLogger,
@@ -31,6 +46,8 @@ export interface ChatMetrics {
   }): void;
   chatStreamOpened?(): void;
   chatStreamClosed?(): void;
+  /** One finished LLM call (the GenAI client metrics). */
+  recordGenAi?(r: LlmCallRecord): void;
 }
 
 /** `ret` label of a run whose client went away (or cancelled) before the end. */
@@ -41,6 +58,8 @@ export interface ChatOutcome {
   code: number;
   /** The client went away or cancelled: no stop chunk was sent. */
   aborted: boolean;
+  /** Token usage summed over the run's LLM calls; absent when no upstream reported any. */
+  usage?: ChatUsage;
 }
 
 /** Hands one chunk to the transport; a returned promise is awaited (back-pressure). */
@@ -50,6 +69,24 @@ export interface ChatRequest {
   sid: string;
   appId: string;
   inputs: CompletionInputs;
+  /** The request's trace context (its HTTP server span): the parent of the run's span. */
+  trace?: Context;
+}
+
+/** A run as the service sees it, whichever endpoint started it. */
+export interface RunRequest {
+  sid: string;
+  appId: string;
+  uid: string;
+  caller: string;
+  /** gen_ai.agent.name: the bot id, or `custom` for the custom endpoint. */
+  agent?: string;
+  /** gen_ai.conversation.id: meta_data.caller_sid, when the caller sent one. */
+  conversationId?: string;
+  /** The parent of the run's invoke_agent span. */
+  trace?: Context;
+  /** stream_options.include_usage: end the stream with a usage chunk (and ask the upstream). */
+  includeUsage?: boolean;
 }
 
 export interface ChatService {
@@ -57,7 +94,7 @@ export interface ChatService {
   completions(req: ChatRequest, signal: AbortSignal, emit: Emit): Promise<ChatOutcome>;
   /** Runs any event source through the same rules (the custom endpoint's runs). */
   run(
-    req: { sid: string; appId: string; uid: string; caller: string },
+    req: RunRequest,
     signal: AbortSignal,
     events: (ctx: RunContext) => AsyncIterable<RunnerEvent>,
     emit: Emit,
@@ -83,22 +120,71 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
   const logger = deps.logger;
 
   async function run(
-    req: { sid: string; appId: string; uid: string; caller: string },
+    req: RunRequest,
     signal: AbortSignal,
     events: (ctx: RunContext) => AsyncIterable<RunnerEvent>,
     emit: Emit,
   ): Promise<ChatOutcome> {
     const started = performance.now();
-    const ctx: RunContext = { sid: req.sid, appId: req.appId, uid: req.uid, signal };
+    const { span, context } = startAgentSpan(req.trace, {
+      name: req.agent || 'agent',
+      id: req.agent,
+      conversationId: req.conversationId || undefined,
+      sid: req.sid,
+      appId: req.appId,
+      caller: req.caller,
+    });
+    let usage: ChatUsage | undefined;
+    const metrics = deps.metrics;
+    const llm: LlmCallOptions = {
+      parent: context,
+      includeUsage: req.includeUsage,
+      record(r) {
+        metrics?.recordGenAi?.(r);
+        if (!r.usage) return;
+        usage ??= { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+        usage.prompt_tokens += r.usage.input;
+        usage.completion_tokens += r.usage.output;
+        usage.total_tokens += r.usage.input + r.usage.output;
+      },
+    };
+    const ctx: RunContext = {
+      sid: req.sid,
+      appId: req.appId,
+      uid: req.uid,
+      signal,
+      trace: context,
+      llm,
+    };
     open++;
     deps.metrics?.chatStreamOpened?.();
     let outcome: ChatOutcome;
     try {
       outcome = await drive(ctx, events, emit);
+      if (usage) outcome.usage = usage;
+      if (req.includeUsage && !outcome.aborted) {
+        // After the stop chunk; 0 tokens when no upstream reported any.
+        try {
+          const p = emit(
+            usageChunk(
+              req.sid,
+              usage ?? { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+            ),
+          );
+          if (p) await p;
+        } catch {
+          outcome.aborted = true;
+        }
+      }
     } finally {
       open--;
       deps.metrics?.chatStreamClosed?.();
     }
+    endAgentSpan(span, {
+      code: outcome.code,
+      aborted: outcome.aborted,
+      usage: usage && { input: usage.prompt_tokens, output: usage.completion_tokens },
+    });
     deps.metrics?.recordChatRequest({
       appId: req.appId,
       func: req.caller,
@@ -163,7 +249,16 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
     completions(req, signal, emit) {
       const { inputs } = req;
       return run(
-        { sid: req.sid, appId: req.appId, uid: inputs.uid, caller: inputs.meta_data.caller },
+        {
+          sid: req.sid,
+          appId: req.appId,
+          uid: inputs.uid,
+          caller: inputs.meta_data.caller,
+          agent: inputs.bot_id,
+          conversationId: inputs.meta_data.caller_sid,
+          trace: req.trace,
+          includeUsage: inputs.stream && inputs.stream_options?.include_usage === true,
+        },
         signal,
         (ctx) => runOpenApi(deps, inputs, ctx),
         emit,

@@ -3,7 +3,7 @@
 // caller's app, so a host off the list must never see a byte of it.
 import { hostAllowed, hostOf, type HostAllowList } from '../config/host-allow-list.js';
 import { AgentError, CODES } from './errors.js';
-import type { LlmDelta, LlmMessage, LlmModel, LlmStreamer } from './llm.js';
+import type { LlmCallOptions, LlmDelta, LlmMessage, LlmModel, LlmStreamer } from './llm.js';
 
 /** 40303 (the code of any LLM request that fails) when the model's api host is not allowed. */
 export function checkLlmHost(list: HostAllowList, model: Pick<LlmModel, 'api' | 'domain'>): void {
@@ -34,9 +34,10 @@ export function allowListedLlm(llm: LlmStreamer, list: HostAllowList): LlmStream
       model: LlmModel,
       messages: LlmMessage[],
       signal: AbortSignal,
+      call?: LlmCallOptions,
     ): AsyncGenerator<LlmDelta> {
       checkLlmHost(list, model);
-      yield* llm.stream(model, messages, signal);
+      yield* llm.stream(model, messages, signal, call);
     },
   };
 }

@@ -13,6 +13,7 @@ import {
   optionalUrl,
   otlpEndpoint,
   port,
+  ratio,
   text,
   workers,
 } from './validators.js';
@@ -120,6 +121,10 @@ export const SETTING_SPECS = {
   )({
     default: 8,
     desc: 'chats one WebSocket may run at once; one more gets a 40002 protocol error frame',
+  }),
+  SERVICE_SSE_KEEPALIVE_INTERVAL: msOrOff({
+    default: 15000,
+    desc: 'a chat stream that has sent nothing for this long (a knowledge query, a tool call, a slow model) gets an SSE comment `: keep-alive` (POST /chat/completions; the WebSocket chat gets a ping), so that proxies with a read timeout (60 s is common) do not cut it; ms, false or 0 = off',
   }),
   SERVICE_MAX_BODY_SIZE: int(
     1024,
@@ -270,6 +275,77 @@ export const SETTING_SPECS = {
   )({
     default: 3000,
     desc: 'deadline of one collect-and-export cycle',
+  }),
+  // --- traces (OpenTelemetry, OTLP/HTTP JSON, per worker) -------------------------------------
+  OTEL_TRACES_EXPORTER: oneOf(['none', 'otlp'] as const)({
+    default: 'none',
+    desc: 'otlp = every worker exports its spans (GenAI semantic conventions) over OTLP/HTTP JSON; none = off (the trace SDK is not even loaded)',
+  }),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: optionalUrl({
+    default: '',
+    desc: 'OTLP/HTTP traces URL, used verbatim (e.g. http://collector:4318/v1/traces); empty = OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces',
+  }),
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl({
+    default: '',
+    desc: 'OTLP/HTTP base URL: traces go to <it>/v1/traces (when OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is empty); empty = http://localhost:4318',
+  }),
+  OTEL_TRACES_SAMPLER: oneOf([
+    'parentbased_always_on',
+    'parentbased_always_off',
+    'parentbased_traceidratio',
+    'always_on',
+    'always_off',
+    'traceidratio',
+  ] as const)({
+    default: 'parentbased_always_on',
+    desc: "sampler of a trace started here; parentbased_* follow the sampled flag of the caller's traceparent",
+  }),
+  OTEL_TRACES_SAMPLER_ARG: ratio({
+    default: 1,
+    desc: 'the ratio of the traceidratio samplers, 0 to 1',
+  }),
+  OTEL_SEMCONV_STABILITY_OPT_IN: text()({
+    default: '',
+    desc: 'comma-separated; gen_ai_latest_experimental = emit only the pinned GenAI conventions (v1.41.0), without the attributes they deprecated (gen_ai.system)',
+  }),
+  OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: bool({
+    default: false,
+    desc: 'record message contents, tool arguments and results, retrieval queries and documents in the spans (they may hold personal data)',
+  }),
+  OTLP_TRACE_TIMEOUT: int(
+    1,
+    600_000,
+    'ms',
+  )({ default: 3000, desc: 'timeout of one trace export request' }),
+  OTLP_TRACE_MAX_QUEUE_SIZE: int(
+    1,
+    1_000_000,
+  )({
+    default: 2048,
+    desc: 'spans waiting for export, at most; past it new spans are dropped (a dead collector costs memory up to this, never time)',
+  }),
+  OTLP_TRACE_SCHEDULE_DELAY_MILLIS: int(
+    1,
+    600_000,
+    'ms',
+  )({
+    default: 3000,
+    desc: 'delay between two batch exports',
+  }),
+  OTLP_TRACE_MAX_EXPORT_BATCH_SIZE: int(
+    1,
+    1_000_000,
+  )({
+    default: 500,
+    desc: 'spans per export request, at most (capped at OTLP_TRACE_MAX_QUEUE_SIZE)',
+  }),
+  OTLP_TRACE_EXPORT_TIMEOUT_MILLIS: int(
+    1,
+    600_000,
+    'ms',
+  )({
+    default: 3000,
+    desc: 'deadline of one batch export',
   }),
   // --- chat completions: LLM upstream, key lookup (app auth), knowledge -----------------------
   LLM_TIMEOUT: int(

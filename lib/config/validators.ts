@@ -88,6 +88,14 @@ export const optionalUrl = makeValidator<string>((input) => {
   return s;
 });
 
+/** A number from 0 to 1 (OTEL_TRACES_SAMPLER_ARG). */
+export const ratio = makeValidator<number>((input) => {
+  const s = String(input).trim();
+  const n = Number(s);
+  if (s === '' || !Number.isFinite(n) || n < 0 || n > 1) expected('a number from 0 to 1');
+  return n;
+});
+
 /**
  * OTLP/HTTP metrics endpoint: a full http(s) URL (a URL without a path gets /v1/metrics), or
  * `host:port` meaning `http://host:port/v1/metrics`. Returns the full URL.

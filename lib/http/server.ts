@@ -11,6 +11,7 @@ import { HEALTH_PATHS, healthHandler } from './routes/health.js';
 import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
 import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
+import { startServerSpan } from '../telemetry/tracing.js';
 import { closeWebSockets, createWsServer, WS_PATH } from './ws.js';
 
 const BAD_REQUEST_BODY = JSON.stringify({ detail: 'Bad Request' });
@@ -65,13 +66,16 @@ export function createHttpService(deps: AppDeps): HttpService {
     socket.active = (socket.active ?? 0) + 1;
     inflight.add(res);
     const startedAt = metrics ? performance.now() : 0;
+    const span = startServerSpan(req); // undefined unless tracing is on
     let route: string | undefined; // set by the fast paths; Express routes: the matched pattern
     res.once('close', () => {
       socket.active = (socket.active ?? 1) - 1;
       inflight.delete(res);
-      if (metrics) {
+      if (metrics || span) {
         const status = res.writableFinished ? res.statusCode : CLIENT_CLOSED_STATUS;
-        metrics.observeRequest(req.method ?? 'GET', route ?? routeLabel(req), status, startedAt);
+        const r = route ?? routeLabel(req);
+        metrics?.observeRequest(req.method ?? 'GET', r, status, startedAt);
+        span?.end(r, status);
       }
     });
     if (deps.lifecycle.draining) res.setHeader('Connection', 'close');

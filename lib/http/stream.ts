@@ -8,6 +8,7 @@ import { sseFrame, SSE_DONE, type ChatChunk } from '../agent/chunks.js';
 import type { ChatOutcome, Emit } from '../agent/service.js';
 import { answerUnreadable, decodeBody, headerEntries } from './body.js';
 import type { AppDeps } from './deps.js';
+import { sseKeepAlive, touching } from './keepalive.js';
 
 export const SSE_HEADERS = {
   'Content-Type': 'text/event-stream; charset=utf-8',
@@ -125,17 +126,20 @@ export function sseEmitter(
 
 /**
  * Streams one run as SSE (spec 4.2) with the given headers: its chunks, then `data: [DONE]`; a
- * run aborted because the client went away ends the socket without writing more.
+ * run aborted because the client went away ends the socket without writing more. With
+ * `keepAliveMs` > 0, a silence that long gets a `: keep-alive` comment (lib/http/keepalive.ts).
  */
 export async function streamSse(
   res: Response,
   headers: Readonly<Record<string, string>>,
   stall: StallPolicy,
   run: (emit: Emit) => Promise<ChatOutcome>,
+  keepAliveMs = 0,
 ): Promise<void> {
   res.writeHead(200, headers);
   res.flushHeaders();
-  const outcome = await run(sseEmitter(res, stall));
+  const idle = sseKeepAlive(res, keepAliveMs);
+  const outcome = await run(touching(idle, sseEmitter(res, stall))).finally(() => idle?.stop());
   if (outcome.aborted) {
     if (!res.destroyed) res.destroy();
     return;

@@ -10,17 +10,22 @@
 // a closed socket aborts them all (and their upstream requests), and so does a client that stops
 // reading for SERVICE_WRITE_STALL_TIMEOUT (the socket is terminated).
 import type { IncomingMessage } from 'node:http';
+import type { Context } from '@opentelemetry/api';
 import type { WebSocket } from 'ws';
 import { validationBody, type ChatChunk } from '../agent/chunks.js';
 import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
 import type { ChatService } from '../agent/service.js';
 import { RequestValidationError } from '../schema/schema.js';
 import { sidsFor, type AppDeps } from './deps.js';
+import { callerContext } from '../telemetry/tracing.js';
+import { touching, wsKeepAlive } from './keepalive.js';
 import { sendFrame, sendWithBackpressure } from './stream.js';
 
 export interface WsChatSession {
   /** From the upgrade request; undefined = missing (each chat then answers 40002). */
   appId: string | undefined;
+  /** The caller's trace context from the upgrade request (tracing on): each chat's parent. */
+  trace?: Context;
   running: Map<string, AbortController>;
   /** Set by a drain: refuse new chats, close with this code when the last one ends. */
   closeCode?: number;
@@ -122,9 +127,16 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
     }
     const controller = new AbortController();
     s.running.set(rid, controller);
-    const emit = (c: ChatChunk) => sendWithBackpressure(ws, { request_id: rid, chunk: c }, policy);
+    const idle = wsKeepAlive(ws, deps.settings.SERVICE_SSE_KEEPALIVE_INTERVAL);
+    const emit = touching(idle, (c: ChatChunk) =>
+      sendWithBackpressure(ws, { request_id: rid, chunk: c }, policy),
+    );
     void chat
-      .completions({ sid, appId: parsed.appId, inputs: parsed.inputs }, controller.signal, emit)
+      .completions(
+        { sid, appId: parsed.appId, inputs: parsed.inputs, trace: s.trace },
+        controller.signal,
+        emit,
+      )
       .then(
         (outcome) =>
           sendFrame(
@@ -135,13 +147,14 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
         (err: unknown) => deps.logger.error('websocket chat failed', { sid, err }),
       )
       .finally(() => {
+        idle?.stop();
         s.running.delete(rid);
         maybeClose(ws, s);
       });
   }
 
   return {
-    open: (req) => ({ appId: appIdOf(req), running: new Map() }),
+    open: (req) => ({ appId: appIdOf(req), running: new Map(), trace: callerContext(req) }),
     handle(ws, s, msg) {
       if (msg.type === 'chat') {
         startChat(ws, s, msg);

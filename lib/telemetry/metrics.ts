@@ -7,6 +7,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Metric, Registry } from 'prom-client';
 import { isMetricsPrimaryMessage, type MetricJson, type MetricsWorkerToPrimary } from '../ipc.js';
+import { GEN_AI_DURATION_BUCKETS, GEN_AI_TOKEN_BUCKETS, OP_CHAT } from './semconv.js';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -256,12 +257,37 @@ export interface ChatRequestRecord {
   durationMs: number;
 }
 
+/** One finished LLM call (the GenAI client metrics; lib/agent/llm.ts's LlmCallRecord). */
+export interface GenAiCallRecord {
+  provider: string;
+  requestModel: string;
+  serverAddress: string;
+  durationS: number;
+  ttfcS?: number;
+  usage?: { input: number; output: number };
+  errorType?: string;
+}
+
+/** A GenAI observation with its labels bounded (what the OTLP push receives). */
+export interface GenAiLabels {
+  provider: string;
+  model: string;
+  server: string;
+  errorType: string;
+}
+
 /**
  * A second consumer of the chat observations (the OTLP push; it reads the HTTP series from the
  * cells at export time instead). Labels are already bounded.
  */
 export interface MetricsSink {
   chat?(r: { appId: string; func: string; ret: string; durationMs: number }): void;
+  genai?(r: {
+    labels: GenAiLabels;
+    durationS: number;
+    ttfcS?: number;
+    usage?: { input: number; output: number };
+  }): void;
 }
 
 export interface ScrapeResult {
@@ -331,6 +357,8 @@ export interface WorkerMetrics {
   wsOpen(): number;
   /** For the chat endpoints: one call per finished chat/custom-chat request (spec 11.2). */
   recordChatRequest(r: ChatRequestRecord): void;
+  /** One finished LLM call: the GenAI client duration, time to first chunk and token usage. */
+  recordGenAi(r: GenAiCallRecord): void;
   /** METRICS_MAX_SERIES, when the settings reach the metrics after they were built. */
   limitSeries(max: number): void;
   /** A chat run (SSE, WebSocket or non-streaming) started / ended: the open-streams gauge. */
@@ -355,6 +383,17 @@ const CHAT_TOTAL_HELP =
   'Finished chat requests (spec 11.2), by app_id, func (meta_data.caller) and ret (final code, 0 = success)';
 const CHAT_TIME_HELP =
   'Chat request duration, in MILLISECONDS despite the name (spec 11.2), by app_id and func';
+const GENAI_DURATION_HELP = 'GenAI operation duration (gen_ai.client.operation.duration), seconds';
+const GENAI_TTFC_HELP =
+  'Time to the first chunk of a streamed LLM answer (gen_ai.client.operation.time_to_first_chunk), seconds';
+const GENAI_TOKENS_HELP =
+  'Input and output tokens per LLM call, as the upstream reported them (gen_ai.client.token.usage)';
+const GENAI_LABELS = [
+  'gen_ai_operation_name',
+  'gen_ai_provider_name',
+  'gen_ai_request_model',
+  'server_address',
+] as const;
 
 export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetrics {
   const requests = new RequestSeries();
@@ -365,6 +404,22 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetr
   const appIds = new LabelLimiter(limit);
   const funcs = new LabelLimiter(limit);
   const rets = new LabelLimiter(200);
+  // The GenAI series (OTel names as the OTel-to-Prometheus mapping renders them).
+  const genaiTime = new LabeledCells(
+    [...GENAI_LABELS, 'error_type'],
+    GEN_AI_DURATION_BUCKETS,
+    maxSeries,
+  );
+  const genaiTtfc = new LabeledCells(GENAI_LABELS, GEN_AI_DURATION_BUCKETS, maxSeries);
+  const genaiTokens = new LabeledCells(
+    [...GENAI_LABELS, 'gen_ai_token_type'],
+    GEN_AI_TOKEN_BUCKETS,
+    maxSeries,
+  );
+  const models = new LabelLimiter(limit);
+  const servers = new LabelLimiter(limit);
+  const providers = new LabelLimiter(50);
+  const errorTypes = new LabelLimiter(200);
   let sink: MetricsSink | undefined;
   let early: ((s: MetricsSink) => void)[] | undefined = opts.awaitSink ? [] : undefined;
   const keep = (fn: (s: MetricsSink) => void): void => {
@@ -417,6 +472,22 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetr
       );
       r.registerMetric(
         computed(() => chatTime.histogramJson('server_request_time_microseconds', CHAT_TIME_HELP)),
+      );
+      r.registerMetric(
+        computed(() =>
+          genaiTime.histogramJson('gen_ai_client_operation_duration_seconds', GENAI_DURATION_HELP),
+        ),
+      );
+      r.registerMetric(
+        computed(() =>
+          genaiTtfc.histogramJson(
+            'gen_ai_client_operation_time_to_first_chunk_seconds',
+            GENAI_TTFC_HELP,
+          ),
+        ),
+      );
+      r.registerMetric(
+        computed(() => genaiTokens.histogramJson('gen_ai_client_token_usage', GENAI_TOKENS_HELP)),
       );
       return r;
     }));
@@ -488,9 +559,34 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetr
       if (sink) sink.chat?.(rec);
       else if (early) keep((s) => s.chat?.(rec));
     },
+    recordGenAi(r) {
+      const labels: GenAiLabels = {
+        provider: providers.map(r.provider),
+        model: models.map(r.requestModel),
+        server: servers.map(r.serverAddress),
+        errorType: r.errorType ? errorTypes.map(r.errorType) : '',
+      };
+      const base = [OP_CHAT, labels.provider, labels.model, labels.server];
+      const finite = (v: number) => (Number.isFinite(v) && v >= 0 ? v : 0);
+      const counted = genaiTime.observe([...base, labels.errorType], finite(r.durationS));
+      // The overflow set (__other__) for every GenAI series once one is full.
+      if (counted[1] === OTHER_LABEL) labels.provider = labels.model = labels.server = OTHER_LABEL;
+      const ttfcS = r.ttfcS !== undefined && !r.errorType ? finite(r.ttfcS) : undefined;
+      if (ttfcS !== undefined) genaiTtfc.observe(base, ttfcS);
+      if (r.usage) {
+        genaiTokens.observe([...base, 'input'], finite(r.usage.input));
+        genaiTokens.observe([...base, 'output'], finite(r.usage.output));
+      }
+      const rec = { labels, durationS: finite(r.durationS), ttfcS, usage: r.usage };
+      if (sink) sink.genai?.(rec);
+      else if (early) keep((s) => s.genai?.(rec));
+    },
     limitSeries(max) {
       chatTotal.maxSeries = max;
       chatTime.maxSeries = max;
+      genaiTime.maxSeries = max;
+      genaiTtfc.maxSeries = max;
+      genaiTokens.maxSeries = max;
     },
     setSink(s) {
       sink = s;

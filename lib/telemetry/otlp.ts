@@ -7,7 +7,6 @@
 // the background: a dead or slow collector never delays a request; a
 // failed export is logged at warn at most once a minute.
 import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
 import { ValueType, type HrTime } from '@opentelemetry/api';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
@@ -21,38 +20,31 @@ import {
   type PushMetricExporter,
 } from '@opentelemetry/sdk-metrics';
 import type { Settings } from '../config/settings.js';
-import { version } from '../version.js';
 import { localIPv4 } from './host.js';
 import type { Logger } from './logger.js';
+import { RateLimiter } from './rate-limit.js';
+import { resourceAttributes } from './resource.js';
+import {
+  ERROR_TYPE,
+  GEN_AI_DURATION_BUCKETS,
+  GEN_AI_OPERATION_NAME,
+  GEN_AI_PROVIDER_NAME,
+  GEN_AI_REQUEST_MODEL,
+  GEN_AI_TOKEN_BUCKETS,
+  GEN_AI_TOKEN_TYPE,
+  METRIC_OPERATION_DURATION,
+  METRIC_TIME_TO_FIRST_CHUNK,
+  METRIC_TOKEN_USAGE,
+  OP_CHAT,
+  SERVER_ADDRESS,
+} from './semconv.js';
 import { CHAT_DURATION_BUCKETS_MS, type WorkerMetrics } from './metrics.js';
 
 type ExportCallback = Parameters<PushMetricExporter['export']>[1];
 type ExportResult = Parameters<ExportCallback>[0];
 const FAILED = 1; // ExportResultCode.FAILED (@opentelemetry/core)
 
-/** Lets one event through per interval and counts the ones it held back. */
-export class RateLimiter {
-  private last = -Infinity;
-  private held = 0;
-
-  constructor(
-    readonly intervalMs = 60_000,
-    private readonly now: () => number = Date.now,
-  ) {}
-
-  /** `ok` when this event may be reported; `suppressed` = events held back since the last one. */
-  take(): { ok: boolean; suppressed: number } {
-    const t = this.now();
-    if (t - this.last < this.intervalMs) {
-      this.held++;
-      return { ok: false, suppressed: this.held };
-    }
-    const suppressed = this.held;
-    this.held = 0;
-    this.last = t;
-    return { ok: true, suppressed };
-  }
-}
+export { RateLimiter };
 
 function hrTime(ms: number): HrTime {
   const secs = Math.floor(ms / 1000);
@@ -137,6 +129,8 @@ export interface OtlpOptions {
   settings: Settings;
   metrics: WorkerMetrics;
   logger: Logger;
+  /** This worker's service.instance.id (shared with the trace export); a new UUID when absent. */
+  instanceId?: string;
 }
 
 export interface OtlpHandle {
@@ -170,15 +164,10 @@ function guarded(
   };
 }
 
-export function startOtlp({ settings, metrics, logger }: OtlpOptions): OtlpHandle {
-  const instanceId = randomUUID();
-  const resource = resourceFromAttributes({
-    'service.name': settings.SERVICE_NAME,
-    'service.instance.id': instanceId,
-    'service.version': version(),
-    'host.name': hostname(),
-    'process.pid': process.pid,
-  });
+export function startOtlp(opts: OtlpOptions): OtlpHandle {
+  const { settings, metrics, logger } = opts;
+  const instanceId = opts.instanceId ?? randomUUID();
+  const resource = resourceFromAttributes(resourceAttributes(settings, instanceId));
   const limiter = new RateLimiter(60_000);
   const endpoint = settings.OTLP_ENDPOINT;
   const exporter = guarded(
@@ -220,6 +209,24 @@ export function startOtlp({ settings, metrics, logger }: OtlpOptions): OtlpHandl
     advice: { explicitBucketBoundaries: [...CHAT_DURATION_BUCKETS_MS] },
   });
 
+  // GenAI client metrics (semantic conventions v1.41.0: names, units, bucket boundaries).
+  const genaiTime = meter.createHistogram(METRIC_OPERATION_DURATION, {
+    description: 'GenAI operation duration',
+    unit: 's',
+    advice: { explicitBucketBoundaries: [...GEN_AI_DURATION_BUCKETS] },
+  });
+  const genaiTtfc = meter.createHistogram(METRIC_TIME_TO_FIRST_CHUNK, {
+    description: 'Time to receive the first chunk of a streamed answer',
+    unit: 's',
+    advice: { explicitBucketBoundaries: [...GEN_AI_DURATION_BUCKETS] },
+  });
+  const genaiTokens = meter.createHistogram(METRIC_TOKEN_USAGE, {
+    description: 'Number of input and output tokens used',
+    unit: '{token}',
+    valueType: ValueType.INT,
+    advice: { explicitBucketBoundaries: [...GEN_AI_TOKEN_BUCKETS] },
+  });
+
   meter
     .createObservableUpDownCounter('websocket_connections_open', {
       description: 'Open WebSocket connections',
@@ -236,6 +243,23 @@ export function startOtlp({ settings, metrics, logger }: OtlpOptions): OtlpHandl
       const ret = /^-?\d+$/.test(r.ret) ? Number(r.ret) : r.ret;
       chatTotal.add(1, { ...base, app_id: r.appId, func: r.func, ret });
       chatTime.record(r.durationMs, { ...base, app_id: r.appId, func: r.func });
+    },
+    genai: (r) => {
+      const attrs = {
+        [GEN_AI_OPERATION_NAME]: OP_CHAT,
+        [GEN_AI_PROVIDER_NAME]: r.labels.provider,
+        [GEN_AI_REQUEST_MODEL]: r.labels.model,
+        [SERVER_ADDRESS]: r.labels.server,
+      };
+      genaiTime.record(
+        r.durationS,
+        r.labels.errorType ? { ...attrs, [ERROR_TYPE]: r.labels.errorType } : attrs,
+      );
+      if (r.ttfcS !== undefined) genaiTtfc.record(r.ttfcS, attrs);
+      if (r.usage) {
+        genaiTokens.record(r.usage.input, { ...attrs, [GEN_AI_TOKEN_TYPE]: 'input' });
+        genaiTokens.record(r.usage.output, { ...attrs, [GEN_AI_TOKEN_TYPE]: 'output' });
+      }
     },
   });
   logger.debug('OTLP metrics push on', {

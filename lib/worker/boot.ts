@@ -1,6 +1,7 @@
 // A worker's life: settings -> dependencies -> app -> listen -> ready; heartbeat; drain on
 // request (or on SIGTERM) and exit.
 import cluster from 'node:cluster';
+import { randomUUID } from 'node:crypto';
 import { validateSettings } from '../config/settings.js';
 import { createHttpService } from '../http/server.js';
 import type { AppDeps } from '../http/deps.js';
@@ -60,6 +61,18 @@ export async function bootWorker(): Promise<void> {
     });
   }
   let otlp: Promise<{ shutdown(ms: number): Promise<void> } | undefined> | undefined;
+  // One service.instance.id for this worker's metrics push and trace export.
+  const instanceId = randomUUID();
+  // Traces: the SDK is imported only when on, and before listen, so that every request is traced.
+  let tracing: { shutdown(ms: number): Promise<void> } | undefined;
+  if (settings.OTEL_TRACES_EXPORTER === 'otlp') {
+    try {
+      const { startTracing } = await import('../telemetry/otlp-traces.js');
+      tracing = startTracing({ settings, logger, instanceId });
+    } catch (err) {
+      logger.error('OTLP trace export not started', { err });
+    }
+  }
   if (deps.testHooks) logger.warn('AGENT_TEST_HOOKS=1: test-only routes under /__test are on');
   // Bot-config storage: one store (pool / file / Redis client) per worker, built before listen.
   const [botStore, localIp] = await Promise.all([openBotStore(settings, logger), detectLocalIp()]);
@@ -149,8 +162,9 @@ export async function bootWorker(): Promise<void> {
         .close()
         .catch((err: unknown) => logger.warn('bot config store did not close cleanly', { err }));
       const flushOtlp = otlp?.then((o) => o?.shutdown(left()));
+      const flushTraces = tracing?.shutdown(left());
       await Promise.race([
-        Promise.allSettled([closeStore, flushOtlp]),
+        Promise.allSettled([closeStore, flushOtlp, flushTraces]),
         new Promise((r) => setTimeout(r, left()).unref()),
       ]);
       logger.info(clean ? 'drained, exiting' : 'drain deadline reached, exiting', { reason });
@@ -192,7 +206,7 @@ export async function bootWorker(): Promise<void> {
   void metrics?.init();
   if (push && metrics) {
     otlp = import('../telemetry/otlp.js').then(
-      (m) => m.startOtlp({ settings, metrics, logger }),
+      (m) => m.startOtlp({ settings, metrics, logger, instanceId }),
       (err: unknown) => {
         metrics.setSink(undefined);
         logger.error('OTLP metrics push not started', { err });

@@ -32,7 +32,7 @@ interface Sample {
 }
 
 /** CPU time (user + system) of a process in ms. */
-function cpuMs(pid: number): number {
+export function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ = 100
@@ -43,7 +43,7 @@ function rssMb(pid: number): number {
   return kb / 1024;
 }
 
-async function startUpstream(): Promise<{ port: number; proc: ChildProcess }> {
+export async function startUpstream(): Promise<{ port: number; proc: ChildProcess }> {
   const port = await freePort();
   const proc = spawn(
     process.execPath,

@@ -10,6 +10,7 @@ const modules: Record<string, () => Promise<{ default: Bench }>> = {
   chat: () => import('./chat.js'),
   'bot-config': () => import('./bot-config.js'),
   react: () => import('./react.js'),
+  tracing: () => import('./tracing.js'),
 };
 
 const wanted = process.argv.slice(2);

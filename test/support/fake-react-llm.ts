@@ -16,6 +16,11 @@ export interface Script {
   summary?: Turn;
   /** Content pieces of at most this many characters (default 6). */
   piece?: number;
+  /**
+   * Token usage reported in a last chunk without choices (OpenAI's include_usage chunk): when the
+   * request asked for it (stream_options.include_usage), or on every answer with `always`.
+   */
+  usage?: { prompt_tokens: number; completion_tokens: number; always?: boolean };
 }
 
 export interface LlmCall {
@@ -127,7 +132,25 @@ export async function startFakeReactLlm(opts: { record?: boolean } = {}): Promis
           out += frame(model, delta);
         }
       }
-      out += frame(model, {}, 'stop') + 'data: [DONE]\n\n';
+      out += frame(model, {}, 'stop');
+      const u = script?.usage;
+      const asked =
+        (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+      if (u && (asked || u.always)) {
+        out += `data: ${JSON.stringify({
+          id: 'chatcmpl-react',
+          object: 'chat.completion.chunk',
+          created: Math.floor(Date.now() / 1000),
+          model,
+          choices: [],
+          usage: {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+          },
+        })}\n\n`;
+      }
+      out += 'data: [DONE]\n\n';
       res.end(out, () => (call.tookMs = performance.now() - started));
     });
   });

@@ -1,17 +1,18 @@
-// A test OTLP/HTTP receiver: a small http server that takes POST /v1/metrics with a JSON body
-// (gunzipped when Content-Encoding is gzip), keeps every export with its arrival time, and
-// answers 200 `{}` like a collector.
+// A test OTLP/HTTP receiver: a small http server that takes POST /v1/metrics and /v1/traces with
+// a JSON body (gunzipped when Content-Encoding is gzip), keeps every export with its arrival time
+// (metrics in `received`, decoded spans in `spans`), and answers 200 `{}` like a collector.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 
-export type Attrs = Record<string, string | number | boolean>;
+export type Attrs = Record<string, string | number | boolean | (string | number | boolean)[]>;
 
 interface AnyValue {
   stringValue?: string;
   intValue?: string | number;
   doubleValue?: number;
   boolValue?: boolean;
+  arrayValue?: { values?: AnyValue[] };
 }
 interface KeyValue {
   key: string;
@@ -44,6 +45,73 @@ export interface ExportRequest {
   }[];
 }
 
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  kind?: number;
+  startTimeUnixNano?: string | number;
+  endTimeUnixNano?: string | number;
+  attributes?: KeyValue[];
+  status?: { code?: number; message?: string };
+}
+export interface TraceExportRequest {
+  resourceSpans: {
+    resource?: { attributes?: KeyValue[] };
+    scopeSpans?: { scope?: { name?: string; version?: string }; spans?: OtlpSpan[] }[];
+  }[];
+}
+
+/** One exported span, decoded. Kinds: 1 internal, 2 server, 3 client. */
+export interface SpanRecord {
+  traceId: string;
+  spanId: string;
+  /** '' for a root span. */
+  parentSpanId: string;
+  name: string;
+  kind: number;
+  startMs: number;
+  endMs: number;
+  attrs: Attrs;
+  /** 0 unset, 1 ok, 2 error. */
+  status: number;
+  resource: Attrs;
+  scope: string;
+}
+
+/** Ids as hex whatever the JSON encoding chose (hex, or base64 of the bytes). */
+function hexId(id: string | undefined): string {
+  if (!id) return '';
+  if (/^[0-9a-f]+$/i.test(id) && (id.length === 32 || id.length === 16)) return id.toLowerCase();
+  return Buffer.from(id, 'base64').toString('hex');
+}
+
+function spansOf(body: TraceExportRequest): SpanRecord[] {
+  const out: SpanRecord[] = [];
+  for (const rs of body.resourceSpans ?? []) {
+    const resource = attrs(rs.resource?.attributes);
+    for (const ss of rs.scopeSpans ?? []) {
+      for (const sp of ss.spans ?? []) {
+        out.push({
+          traceId: hexId(sp.traceId),
+          spanId: hexId(sp.spanId),
+          parentSpanId: hexId(sp.parentSpanId),
+          name: sp.name,
+          kind: sp.kind ?? 0,
+          startMs: Number(BigInt(sp.startTimeUnixNano ?? 0) / 1_000_000n),
+          endMs: Number(BigInt(sp.endTimeUnixNano ?? 0) / 1_000_000n),
+          attrs: attrs(sp.attributes),
+          status: sp.status?.code ?? 0,
+          resource,
+          scope: ss.scope?.name ?? '',
+        });
+      }
+    }
+  }
+  return out;
+}
+
 /** One datapoint, flattened. `value` is the number (sum/gauge) or the count (histogram). */
 export interface Point {
   metric: string;
@@ -65,13 +133,25 @@ export interface Received {
   points: Point[];
 }
 
+function scalar(value: AnyValue): string | number | boolean | undefined {
+  if (value.stringValue !== undefined) return value.stringValue;
+  if (value.intValue !== undefined) return Number(value.intValue);
+  if (value.doubleValue !== undefined) return value.doubleValue;
+  if (value.boolValue !== undefined) return value.boolValue;
+  return undefined;
+}
+
 export function attrs(kvs: KeyValue[] | undefined): Attrs {
   const out: Attrs = {};
   for (const { key, value } of kvs ?? []) {
-    if (value.stringValue !== undefined) out[key] = value.stringValue;
-    else if (value.intValue !== undefined) out[key] = Number(value.intValue);
-    else if (value.doubleValue !== undefined) out[key] = value.doubleValue;
-    else if (value.boolValue !== undefined) out[key] = value.boolValue;
+    if (value.arrayValue !== undefined) {
+      out[key] = (value.arrayValue.values ?? [])
+        .map(scalar)
+        .filter((v): v is string | number | boolean => v !== undefined);
+      continue;
+    }
+    const v = scalar(value);
+    if (v !== undefined) out[key] = v;
   }
   return out;
 }
@@ -116,6 +196,10 @@ function flatten(body: ExportRequest): Point[] {
 
 export class OtlpReceiver {
   readonly received: Received[] = [];
+  /** Every span exported to /v1/traces, in arrival order. */
+  readonly spans: SpanRecord[] = [];
+  /** Trace export requests received (with their arrival time and content type). */
+  readonly traceExports: { at: number; contentType: string; count: number }[] = [];
   /** Bodies that were not valid OTLP JSON (should stay empty). */
   readonly rejected: string[] = [];
   private server?: http.Server;
@@ -138,6 +222,17 @@ export class OtlpReceiver {
         let raw = Buffer.concat(chunks);
         try {
           if (encoding === 'gzip') raw = gunzipSync(raw);
+          if ((req.url ?? '').startsWith('/v1/traces')) {
+            const spans = spansOf(JSON.parse(raw.toString('utf8')) as TraceExportRequest);
+            this.spans.push(...spans);
+            this.traceExports.push({
+              at: Date.now(),
+              contentType: String(req.headers['content-type'] ?? ''),
+              count: spans.length,
+            });
+            res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
+            return;
+          }
           const body = JSON.parse(raw.toString('utf8')) as ExportRequest;
           this.received.push({
             at: Date.now(),
@@ -161,6 +256,15 @@ export class OtlpReceiver {
 
   get url(): string {
     return `http://127.0.0.1:${this.port}/v1/metrics`;
+  }
+
+  get tracesUrl(): string {
+    return `http://127.0.0.1:${this.port}/v1/traces`;
+  }
+
+  /** The spans of one trace. */
+  trace(traceId: string): SpanRecord[] {
+    return this.spans.filter((s) => s.traceId === traceId);
   }
 
   async stop(): Promise<void> {

@@ -66,6 +66,7 @@ describe('chat request validation (spec 3.1, 3.4)', () => {
       uid: '',
       messages: [{ role: 'user', content: 'hi' }],
       stream: false,
+      stream_options: null,
       meta_data: { caller: 'chat_open_api', caller_sid: '' },
     });
   });
@@ -451,6 +452,7 @@ describe('chat service rules (fake LLM, memory bot)', () => {
     bot_id: 'bot',
     uid: '',
     stream: true,
+    stream_options: null,
     messages: [{ role: 'user', content: 'q' }],
     meta_data: { caller: 'c', caller_sid: '' },
   };

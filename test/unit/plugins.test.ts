@@ -381,6 +381,7 @@ describe('custom request validation (spec 3.2 / 3.4)', () => {
       uid: '',
       messages: [{ role: 'user', content: 'hi' }],
       stream: false,
+      stream_options: null,
       meta_data: { caller: 'chat_open_api', caller_sid: '' },
       model_config: { domain: 'm', api: 'http://x/v1', api_key: '' },
       instruction: { reasoning: '', answer: '' },

@@ -12,12 +12,21 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { isPlainObject } from '../../schema/object.js';
 import { requestIdHeader } from '../../telemetry/context.js';
+import { endMcpCallSpan, startMcpCallSpan, type McpCallInfo } from '../../telemetry/genai.js';
+import { injectTraceHeaders } from '../../telemetry/tracing.js';
 import { version } from '../../version.js';
 import { AgentError, CODES } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
 import type { RunContext } from '../runners/types.js';
 import { causeText, deadline, postJson, type PluginHttpClient } from './http.js';
-import { EMPTY_TOOLSET, makeTool, type Tool, type ToolParameters, type Toolset } from './types.js';
+import {
+  EMPTY_TOOLSET,
+  makeTool,
+  type Tool,
+  type ToolFrame,
+  type ToolParameters,
+  type Toolset,
+} from './types.js';
 
 export interface McpOptions {
   /** LIST_MCP_PLUGIN_URL; empty = no proxy: server URLs are reached directly. */
@@ -40,6 +49,31 @@ export function mcpParameters(inputSchema: unknown): ToolParameters {
     properties: isPlainObject(s.properties) ? s.properties : {},
     required: Array.isArray(s.required) ? (s.required as string[]) : [],
   };
+}
+
+/**
+ * The MCP client span (`tools/call {tool}`) around a call's frames, a child of the tool's
+ * execute_tool span; a result with `isError` marks it failed.
+ */
+async function* traced(
+  ctx: RunContext,
+  info: McpCallInfo,
+  run: (trace: RunContext['trace']) => AsyncIterable<ToolFrame>,
+): AsyncGenerator<ToolFrame> {
+  const { span, context } = startMcpCallSpan(ctx.trace, info);
+  let result: unknown;
+  let error: unknown;
+  try {
+    for await (const f of run(context)) {
+      result ??= obj(f.observation).data ?? f.observation;
+      yield f;
+    }
+  } catch (err) {
+    error = err;
+    throw err;
+  } finally {
+    endMcpCallSpan(span, { result, error });
+  }
 }
 
 export async function buildMcpTools(
@@ -115,13 +149,11 @@ async function proxyTools(
       const name = typeof tool.name === 'string' ? tool.name : '';
       const description = typeof tool.description === 'string' ? tool.description : '';
       tools.push(
-        makeTool(
-          'mcp',
-          name,
-          description,
-          mcpParameters(tool.inputSchema),
-          async function* (args, runCtx) {
+        makeTool('mcp', name, description, mcpParameters(tool.inputSchema), (args, runCtx) =>
+          traced(runCtx, { tool: name, args, url: opts.runUrl }, async function* (trace) {
             if (!opts.runUrl) throw new AgentError(CODES.INTERNAL, 'RUN_MCP_PLUGIN_URL is not set');
+            const headers: Record<string, string> = {};
+            injectTraceHeaders(trace, headers);
             const observation = await postJson(
               opts.runUrl,
               {
@@ -138,9 +170,10 @@ async function proxyTools(
                 timeoutCode: CODES.MCP_RUN,
                 signal: runCtx.signal,
               },
+              headers,
             );
             yield { observation };
-          },
+          }),
         ),
       );
     }
@@ -221,7 +254,9 @@ async function openSession(
       const name = typeof t.name === 'string' ? t.name : '';
       const description = typeof t.description === 'string' ? t.description : '';
       return makeTool('mcp', name, description, mcpParameters(t.inputSchema), (args, runCtx) =>
-        callDirect(lib, session, name, args, opts, runCtx),
+        traced(runCtx, { tool: name, args, url, sessionId: transport.sessionId }, () =>
+          callDirect(lib, session, name, args, opts, runCtx),
+        ),
       );
     });
     return { session, tools };

@@ -33,7 +33,12 @@ export function chatRunner(input: RunnerInputs): Runner {
     name: 'chat',
     async *run(ctx: RunContext): AsyncGenerator<RunnerEvent> {
       const model = input.model.domain;
-      for await (const d of input.llm.stream(input.model, chatMessages(input), ctx.signal)) {
+      for await (const d of input.llm.stream(
+        input.model,
+        chatMessages(input),
+        ctx.signal,
+        ctx.llm,
+      )) {
         if (d.reasoning !== undefined) yield { type: 'reasoning', text: d.reasoning, model };
         if (d.content !== undefined) yield { type: 'content', text: d.content, model };
       }

@@ -4,6 +4,7 @@
 // its tool runs, a tool-call chunk reports it, and the observation joins the scratchpad. A
 // finished step, or the loop limit, hands the steps to the summariser, which writes the answer.
 // An empty observation ends the run without an answer (as the original does).
+import { endToolSpan, startToolSpan } from '../../telemetry/genai.js';
 import { pyJson, type RunnerEvent, type ToolCall } from '../chunks.js';
 import type { LlmModel, LlmStreamer } from '../llm.js';
 import type { RunnerSelector } from '../pipeline.js';
@@ -14,6 +15,9 @@ import { parseStep, PlannerReader } from '../react/parser.js';
 import { plannerMessages, plannerSystem, summaryMessages } from '../react/prompts.js';
 import type { Step } from '../react/scratchpad.js';
 import type { RunContext, Runner, RunnerInputs } from './types.js';
+
+/** error.type of a tool whose service reported a failure inside its answer (a frame with error). */
+const TOOL_ERROR = { name: 'tool_error', message: 'the tool reported an error' };
 
 /** The loop limit of /chat/completions (spec 7.1). */
 export const OPENAPI_MAX_LOOP = 30;
@@ -59,7 +63,7 @@ export async function* summarise(
 ): AsyncGenerator<RunnerEvent> {
   const model = answer.model.domain;
   const messages = summaryMessages(answer, steps);
-  for await (const d of answer.llm.stream(answer.model, messages, ctx.signal)) {
+  for await (const d of answer.llm.stream(answer.model, messages, ctx.signal, ctx.llm)) {
     if (d.reasoning !== undefined) yield { type: 'reasoning', text: d.reasoning, model };
     if (d.content !== undefined) yield { type: 'content', text: d.content, model };
   }
@@ -87,6 +91,7 @@ export function reactRunner(input: ReactInputs): Runner {
         input.planModel,
         plannerMessages(system, prompt, steps),
         ctx.signal,
+        ctx.llm,
       )) {
         const { events, stop } = reader.feed(d);
         for (const ev of events) yield { type: ev.type, text: ev.text, model: planDomain };
@@ -105,20 +110,38 @@ export function reactRunner(input: ReactInputs): Runner {
         step.observation = { code: 400, message: `${parsed.action} not found`, data: null };
         yield toolCallEvent(undefined, step, planDomain);
       } else {
+        const { span, context } = startToolSpan(ctx.trace, {
+          name: tool.name,
+          description: tool.description,
+          plugin: tool.typ,
+          // The ReAct text protocol has no call ids: the sid and the step number make one.
+          callId: `${ctx.sid}:${n}`,
+          args: parsed.actionInput,
+        });
+        const toolCtx = context === undefined ? ctx : { ...ctx, trace: context };
         let first = true;
-        for await (const frame of tool.run(parsed.actionInput, ctx)) {
-          if (first) {
-            first = false;
-            step.observation = frame.observation;
-            yield toolCallEvent(tool, step, planDomain);
+        let failed: unknown;
+        try {
+          for await (const frame of tool.run(parsed.actionInput, toolCtx)) {
+            if (first) {
+              first = false;
+              step.observation = frame.observation;
+              yield toolCallEvent(tool, step, planDomain);
+            }
+            if (frame.error) {
+              step.observation = frame.observation;
+              failed = TOOL_ERROR;
+              break;
+            }
+            if (frame.reasoning)
+              yield { type: 'reasoning', text: frame.reasoning, model: planDomain };
+            if (frame.content) yield { type: 'content', text: frame.content, model: planDomain };
           }
-          if (frame.error) {
-            step.observation = frame.observation;
-            break;
-          }
-          if (frame.reasoning)
-            yield { type: 'reasoning', text: frame.reasoning, model: planDomain };
-          if (frame.content) yield { type: 'content', text: frame.content, model: planDomain };
+        } catch (err) {
+          failed = err;
+          throw err;
+        } finally {
+          endToolSpan(span, { result: step.observation, error: failed });
         }
         if (first) yield toolCallEvent(tool, step, planDomain); // a tool that answered nothing
       }

@@ -1,9 +1,10 @@
 // The runner interface shared by the chat runner and the ReAct runner:
 // a runner yields RunnerEvents (content, reasoning, tool calls); the endpoint layer frames them
 // (SSE, WebSocket, aggregation), builds the stop chunk, maps errors and records metrics.
+import type { Context } from '@opentelemetry/api';
 import type { RunnerEvent } from '../chunks.js';
 import type { ChatMessage } from '../history.js';
-import type { LlmModel, LlmStreamer } from '../llm.js';
+import type { LlmCallOptions, LlmModel, LlmStreamer } from '../llm.js';
 
 export interface RunContext {
   /** The request sid (every chunk id; appended to error messages). */
@@ -13,6 +14,13 @@ export interface RunContext {
   uid: string;
   /** Aborted when the client goes away or cancels: stop all work, yield nothing more. */
   signal: AbortSignal;
+  /**
+   * The trace context work of this run is a child of: the run's invoke_agent span, a tool's
+   * execute_tool span inside that tool. Absent when tracing is off.
+   */
+  trace?: Context;
+  /** Options of the run's LLM calls (parent span, usage request, per-call record). */
+  llm?: LlmCallOptions;
 }
 
 export interface Runner {

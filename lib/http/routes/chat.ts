@@ -7,6 +7,7 @@ import { Router, type Request, type Response } from 'express';
 import { Aggregator } from '../../agent/chunks.js';
 import { validateCompletion } from '../../agent/request.js';
 import type { ChatService } from '../../agent/service.js';
+import { serverSpanContext } from '../../telemetry/tracing.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
@@ -25,11 +26,20 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
     const parsed = validateOrAnswer(req, res, sid, validateCompletion);
     if (!parsed) return;
     const controller = abortOnClose(res);
-    const request = { sid, appId: parsed.appId, inputs: parsed.inputs };
+    const request = {
+      sid,
+      appId: parsed.appId,
+      inputs: parsed.inputs,
+      trace: serverSpanContext(req),
+    };
 
     if (parsed.inputs.stream) {
-      await streamSse(res, SSE_HEADERS, stallPolicy(deps, sid), (emit) =>
-        chat.completions(request, controller.signal, emit),
+      await streamSse(
+        res,
+        SSE_HEADERS,
+        stallPolicy(deps, sid),
+        (emit) => chat.completions(request, controller.signal, emit),
+        deps.settings.SERVICE_SSE_KEEPALIVE_INTERVAL,
       );
       return;
     }
@@ -37,7 +47,10 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
     const agg = new Aggregator(sid);
     const outcome = await chat.completions(request, controller.signal, (c) => agg.add(c));
     if (outcome.aborted || res.destroyed) return;
-    res.status(200).json(agg.result());
+    const answer = agg.result();
+    // New: the usage the upstreams reported (OpenAI's field; null as before when none did).
+    if (outcome.usage) answer.usage = outcome.usage;
+    res.status(200).json(answer);
   };
 
   const router = Router();

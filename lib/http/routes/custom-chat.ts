@@ -7,6 +7,7 @@
 import { Router, type Request, type Response } from 'express';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
 import type { ChatService } from '../../agent/service.js';
+import { serverSpanContext } from '../../telemetry/tracing.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
@@ -34,9 +35,19 @@ export function customChatRouter(
     if (!parsed) return;
     const controller = abortOnClose(res);
     const { appId, inputs } = parsed;
+    // No keep-alive comment here: the workflow engine parses every line as JSON.
     await streamSse(res, CUSTOM_STREAM_HEADERS, stallPolicy(deps, sid), (emit) =>
       chat.run(
-        { sid, appId, uid: inputs.uid, caller: inputs.meta_data.caller },
+        {
+          sid,
+          appId,
+          uid: inputs.uid,
+          caller: inputs.meta_data.caller,
+          agent: 'custom',
+          conversationId: inputs.meta_data.caller_sid,
+          trace: serverSpanContext(req),
+          includeUsage: inputs.stream_options?.include_usage === true,
+        },
         controller.signal,
         (ctx) => runCustom(custom, inputs, ctx),
         emit,

@@ -1,0 +1,222 @@
+// Issue 16 figures: what tracing costs a chat stream. Two services side by side in the same run,
+// one worker each: tracing off (the default: no trace SDK loaded, the API's no-op tracer) and
+// tracing on (OTEL_TRACES_EXPORTER=otlp, every span sampled and exported to a receiver in this
+// process, default batch settings), the same bot and fake upstream (own process, unpaced 50-chunk
+// streams), interleaved rounds in alternating order; worker CPU per stream from /proc. Then the
+// instrumentation of a whole ReAct run (HTTP, invoke_agent, retrieval, 4 chat, 2 execute_tool,
+// an MCP call) with no provider registered, in this process: what "off" adds, in ns per run.
+import http from 'node:http';
+import { readFileSync } from 'node:fs';
+import {
+  endAgentSpan,
+  endChatSpan,
+  endMcpCallSpan,
+  endRetrievalSpan,
+  endToolSpan,
+  startAgentSpan,
+  startChatSpan,
+  startMcpCallSpan,
+  startRetrievalSpan,
+  startToolSpan,
+} from '../../lib/telemetry/genai.js';
+import { startServerSpan } from '../../lib/telemetry/tracing.js';
+import { createBot } from '../support/chat.js';
+import { OtlpReceiver } from '../support/otlp-receiver.js';
+import { startService, sleep, type Service } from '../support/service.js';
+import { cpuMs, startUpstream } from './chat.js';
+import { fmt, type Bench } from './lib.js';
+
+const MODEL = 'chunks-50';
+type Kind = 'off' | 'same' | 'on' | 'ratio';
+const APP = 'bench_app';
+
+function stream(agent: http.Agent, port: number, body: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/agent/v1/chat/completions',
+        method: 'POST',
+        agent,
+        headers: { 'Content-Type': 'application/json', 'x-consumer-username': APP },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve(res.statusCode === 200 && text.endsWith('data: [DONE]\n\n')));
+        res.on('error', () => resolve(false));
+      },
+    );
+    req.on('error', () => resolve(false));
+    req.end(body);
+  });
+}
+
+async function batch(n: number, c: number, one: () => Promise<boolean>): Promise<number> {
+  let next = 0;
+  let bad = 0;
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      while (next++ < n) if (!(await one())) bad++;
+    }),
+  );
+  return bad;
+}
+
+/** The spans of one ReAct run, with nothing registered (what a worker without tracing runs). */
+function noopRun(): void {
+  const fakeReq = { method: 'POST', url: '/x', headers: {}, httpVersion: '1.1', socket: {} };
+  startServerSpan(fakeReq as unknown as http.IncomingMessage);
+  const agent = startAgentSpan(undefined, {
+    name: 'bot',
+    sid: 'sid',
+    appId: 'app',
+    caller: 'c',
+  });
+  const r = startRetrievalSpan(agent.context, {
+    repoIds: ['r'],
+    topK: 3,
+    query: 'q',
+    url: 'http://k/q',
+  });
+  endRetrievalSpan(r.span, { documents: () => [] });
+  const messages = [{ role: 'user', content: 'q' }];
+  for (let i = 0; i < 4; i++) {
+    const c = startChatSpan(agent.context, {
+      provider: 'openai_compatible',
+      model: 'm',
+      address: '127.0.0.1',
+      port: 1,
+      messages,
+    });
+    endChatSpan(c.span, { finishReasons: ['stop'], usage: { input: 1, output: 1 }, ttfcS: 0.1 });
+  }
+  for (const name of ['link', 'mcp']) {
+    const t = startToolSpan(agent.context, {
+      name,
+      description: 'd',
+      plugin: name,
+      callId: 'sid:1',
+      args: {},
+    });
+    if (name === 'mcp') {
+      const m = startMcpCallSpan(t.context, { tool: name, args: {}, url: 'http://m/mcp' });
+      endMcpCallSpan(m.span, { result: {} });
+    }
+    endToolSpan(t.span, { result: {} });
+  }
+  endAgentSpan(agent.span, { code: 0, aborted: false });
+}
+
+const bench: Bench = {
+  title: 'tracing: worker CPU per chat stream, off vs on (side by side); no-op cost per ReAct run',
+  async run() {
+    const upstream = await startUpstream();
+    const receiver = await new OtlpReceiver().start();
+    const common = { SERVICE_WORKERS: '1', SERVICE_SPARE_WORKERS: '0', LOG_LEVEL: 'info' };
+    // `same` is a second service with tracing off: the noise floor between two identical workers.
+    const traced = (sampler: string, arg = '1') => ({
+      ...common,
+      OTEL_TRACES_EXPORTER: process.env.BENCH_CONTROL === '1' ? 'none' : 'otlp',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiver.tracesUrl,
+      OTEL_TRACES_SAMPLER: sampler,
+      OTEL_TRACES_SAMPLER_ARG: arg,
+      ...(process.env.BENCH_BATCH
+        ? { OTLP_TRACE_MAX_EXPORT_BATCH_SIZE: process.env.BENCH_BATCH }
+        : {}),
+    });
+    const services: Record<Kind, Service> = {
+      off: await startService({ env: common }),
+      same: await startService({ env: common }),
+      on: await startService({ env: traced('parentbased_always_on') }),
+      ratio: await startService({ env: traced('parentbased_traceidratio', '0.1') }),
+    };
+    try {
+      await Promise.all(Object.values(services).map((s) => s.waitReady()));
+      await sleep(500);
+      const api = `http://127.0.0.1:${upstream.port}/v1`;
+      const pid: Record<string, number> = {};
+      for (const [k, s] of Object.entries(services)) {
+        await createBot(s.port, APP, 'bench_bot', { domain: MODEL, api });
+        const pids = s.readyWorkerPids();
+        if (pids.length !== 1) throw new Error(`expected 1 worker, found ${pids.length}`);
+        pid[k] = pids[0]!;
+      }
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
+      const body = JSON.stringify({
+        bot_id: 'bench_bot',
+        stream: true,
+        messages: [{ role: 'user', content: 'count' }],
+      });
+      const run = (k: Kind) => () => stream(agent, services[k].port, body);
+      // A long warm-up: the export path (serialising a batch, every 3 s) runs rarely, and V8
+      // optimises it only after a few dozen exports; a worker lives for hours.
+      const warmUntil = Date.now() + Number(process.env.BENCH_WARMUP_MS ?? 20_000);
+      while (Date.now() < warmUntil)
+        for (const k of ['off', 'same', 'on', 'ratio'] as const) await batch(200, 10, run(k));
+
+      console.log(
+        `machine: ${process.env.BENCH_NOTE ?? 'shared 2-core machine (other jobs running)'}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+      );
+      const N = 400;
+      const ROUNDS = 8;
+      const cpu = { off: 0, same: 0, on: 0, ratio: 0 };
+      let bad = 0;
+      const orders: Kind[][] = [
+        ['off', 'same', 'on', 'ratio'],
+        ['ratio', 'on', 'off', 'same'],
+        ['same', 'ratio', 'on', 'off'],
+        ['on', 'off', 'ratio', 'same'],
+      ];
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = orders[round % orders.length]!;
+        for (const k of order) {
+          const c0 = cpuMs(pid[k]!);
+          bad += await batch(N, 10, run(k));
+          cpu[k] += cpuMs(pid[k]!) - c0;
+        }
+      }
+      agent.destroy();
+      // The last batch's spans are exported within the schedule delay (3 s).
+      await sleep(3500);
+      const per = (k: Kind) => cpu[k] / (N * ROUNDS);
+      console.log(
+        `\nchat streams of 50 chunks, 10 concurrent, ${ROUNDS} interleaved rounds of ${N} per service, errors: ${bad}`,
+      );
+      console.log(`  worker CPU per stream, tracing off: ${fmt(per('off'), 3)} ms`);
+      console.log(
+        `  worker CPU per stream, tracing off, a second identical service: ${fmt(per('same'), 3)} ms (noise floor: ${fmt((per('same') / per('off') - 1) * 100, 1)} %)`,
+      );
+      console.log(
+        `  worker CPU per stream, tracing on (3 spans a stream, all sampled and exported): ${fmt(per('on'), 3)} ms`,
+      );
+      console.log(
+        `  tracing on / off: ${fmt(per('on') / per('off'), 3)} (${fmt((per('on') / per('off') - 1) * 100, 1)} %; target <= 5 %)`,
+      );
+      console.log(
+        `  worker CPU per stream, tracing on, parentbased_traceidratio 0.1: ${fmt(per('ratio'), 3)} ms (${fmt((per('ratio') / per('off') - 1) * 100, 1)} %)`,
+      );
+      console.log(`  spans received by the collector: ${receiver.spans.length}`);
+
+      // --- no-op cost in-process ------------------------------------------------------------
+      for (let i = 0; i < 20_000; i++) noopRun(); // warm-up (JIT)
+      const runs = 200_000;
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (let i = 0; i < runs; i++) noopRun();
+      const ns = ((performance.now() - t0) * 1e6) / runs;
+      const c = process.cpuUsage(c0);
+      console.log(
+        `\ntracing off, in-process: the instrumentation of a ReAct run (11 spans, no provider) costs ${fmt(ns, 0)} ns (CPU ${fmt(((c.user + c.system) * 1000) / runs, 0)} ns) = ${fmt((ns / 1e6 / per('off')) * 100, 3)} % of a chat stream's worker CPU`,
+      );
+    } finally {
+      await Promise.all(Object.values(services).map((s) => s.stop()));
+      await receiver.stop();
+      upstream.proc.kill('SIGTERM');
+    }
+  },
+};
+
+export default bench;
