@@ -3,15 +3,16 @@
 // HAProxy whose configuration test/support/haproxy.ts generates. Short mode in `npm test` (CI);
 // `npm run test:scaleout` (SCALEOUT_FULL=1) runs the same scenarios at a larger scale.
 import { expect } from 'chai';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import { join } from 'node:path';
 import { PATH, runId, sampleConfig } from '../support/bot-config.js';
 import { createBot, CHAT, parseSse, user } from '../support/chat.js';
 import { startFakeLlm, type FakeLlm } from '../support/fake-llm.js';
-import { ensureHaproxy, Haproxy } from '../support/haproxy.js';
+import { ensureHaproxy, Haproxy, haproxyConfig, README_EXAMPLE } from '../support/haproxy.js';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { haveRedisServer, startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
-import { freePort, sleep, startService, tempDir, type Service } from '../support/service.js';
+import { freePort, ROOT, sleep, startService, tempDir, type Service } from '../support/service.js';
 
 const FULL = process.env.SCALEOUT_FULL === '1';
 const SCALE = FULL
@@ -229,6 +230,13 @@ function skipWithout(ctx: Mocha.Context, what: string, ok: boolean): void {
     ctx.skip();
   }
 }
+
+describe('scale-out: the README example is the configuration the test runs', () => {
+  it('README "Scaling out" shows haproxyConfig(README_EXAMPLE) verbatim', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    expect(readme).to.include('```haproxy\n' + haproxyConfig(README_EXAMPLE) + '```\n');
+  });
+});
 
 describe(`scale-out: three instances behind HAProxy (${FULL ? 'full' : 'short'} mode)`, function () {
   this.timeout(FULL ? 600_000 : 120_000);
