@@ -197,7 +197,7 @@ function startLoad(port: number, app: string, bot: string, loaders: number) {
 /** Keeps `n` SSE chats open through the load balancer until stopped. */
 function startStreams(port: number, app: string, bot: string, n: number, chunks: number) {
   const results: StreamResult[] = [];
-  const open = new Map<number, { servedBy?: string; start: number }>();
+  const open = new Map<number, { servedBy?: string; start: number; headersAt?: number }>();
   let running = true;
   let seq = 0;
   const loops = Array.from({ length: n }, async (_, i) => {
@@ -205,9 +205,12 @@ function startStreams(port: number, app: string, bot: string, n: number, chunks:
     await sleep(i * 250);
     while (running) {
       const id = seq++;
-      const entry: { servedBy?: string; start: number } = { start: Date.now() };
+      const entry: { servedBy?: string; start: number; headersAt?: number } = { start: Date.now() };
       open.set(id, entry);
-      const r = await stream(port, app, bot, chunks, (s) => (entry.servedBy = s));
+      const r = await stream(port, app, bot, chunks, (s) => {
+        entry.servedBy = s;
+        entry.headersAt = Date.now();
+      });
       open.delete(id);
       results.push(r);
     }
@@ -216,6 +219,10 @@ function startStreams(port: number, app: string, bot: string, n: number, chunks:
     results,
     /** Streams whose answer has begun on `server` and not ended yet. */
     openOn: (server: string) => [...open.values()].filter((e) => e.servedBy === server).length,
+    /** Streams on `server` whose answer began less than `ms` ago (most of their run ahead). */
+    freshOn: (server: string, ms: number) =>
+      [...open.values()].filter((e) => e.servedBy === server && Date.now() - e.headersAt! < ms)
+        .length,
     async stop() {
       running = false;
       await Promise.all(loops);
@@ -432,9 +439,10 @@ describe(`scale-out: three instances behind HAProxy (${FULL ? 'full' : 'short'} 
         for (let i = 0; i < inst.length; i++) {
           const old = inst[i]!;
           const name = NAMES[i]!;
-          // A stream must be running on this instance when it stops.
           const until = Date.now() + 10_000;
-          while (streams.openOn(name) === 0 && Date.now() < until) await sleep(50);
+          // A stream must be running on this instance when it stops: stopped at the start of one of its streams, so that its drain lasts most of a stream
+          // and "marked DOWN before the drain ends" is not decided by a stream about to end.
+          while (streams.freshOn(name, 400) === 0 && Date.now() < until) await sleep(20);
           const term = Date.now();
           old.proc.kill('SIGTERM');
           const down = await hp!.waitFor(name, 'DOWN', term);
