@@ -440,8 +440,8 @@ describe(`scale-out: three instances behind HAProxy (${FULL ? 'full' : 'short'} 
           const old = inst[i]!;
           const name = NAMES[i]!;
           const until = Date.now() + 10_000;
-          // A stream must be running on this instance when it stops: stopped at the start of one of its streams, so that its drain lasts most of a stream
-          // and "marked DOWN before the drain ends" is not decided by a stream about to end.
+          // Stopped at the start of one of its streams: its drain then lasts most of a stream, and
+          // "marked DOWN before the drain ends" is not decided by a stream about to end.
           while (streams.freshOn(name, 400) === 0 && Date.now() < until) await sleep(20);
           const term = Date.now();
           old.proc.kill('SIGTERM');
@@ -472,7 +472,7 @@ describe(`scale-out: three instances behind HAProxy (${FULL ? 'full' : 'short'} 
       await streams.stop();
     }
     const st = await hp!.showStat();
-    const term = restarts.map((r) => r as { instance: string; streamsOpenAtSigterm: number });
+    const stops = restarts.map((r) => r as { instance: string; streamsOpenAtSigterm: number });
     const failedStreams = streams.results.filter((r) => !r.ok);
     figures.rollingRestart = {
       requests: load.stats.requests,
@@ -490,7 +490,7 @@ describe(`scale-out: three instances behind HAProxy (${FULL ? 'full' : 'short'} 
     expect(load.stats.failures.slice(0, 5)).to.deep.equal([]);
     expect(failedStreams.slice(0, 5)).to.deep.equal([]);
     // Each stop had streams of its own to finish (else "every stream completes" proves nothing).
-    for (const r of term) expect(r.streamsOpenAtSigterm, r.instance).to.be.at.least(1);
+    for (const r of stops) expect(r.streamsOpenAtSigterm, r.instance).to.be.at.least(1);
   });
 
   it('SIGKILL of one instance (primary and workers): only its own connections fail, haproxy marks it DOWN within its check interval', async () => {
