@@ -22,7 +22,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import type { Settings } from '../config/settings.js';
 import type { Logger } from './logger.js';
-import { RateLimiter } from './rate-limit.js';
+import { exportFailureWarning } from './rate-limit.js';
 import { resourceAttributes } from './resource.js';
 import { legacyGenAiWanted, tracingStarted, tracingStopped } from './tracing.js';
 
@@ -103,18 +103,9 @@ export function startTracing(opts: {
 }): TracingHandle {
   const { settings, logger } = opts;
   const endpoint = tracesEndpoint(settings);
-  const limiter = new RateLimiter(60_000);
   const exporter = guarded(
     new OTLPTraceExporter({ url: endpoint, timeoutMillis: settings.OTLP_TRACE_TIMEOUT }),
-    (err) => {
-      const { ok, suppressed } = limiter.take();
-      if (!ok) return;
-      logger.warn('OTLP trace export failed (logged at most once a minute)', {
-        endpoint,
-        error: err?.message ?? 'unknown error',
-        ...(suppressed > 0 ? { failures_not_logged: suppressed } : {}),
-      });
-    },
+    exportFailureWarning(logger, 'trace', endpoint),
   );
   const maxQueueSize = settings.OTLP_TRACE_MAX_QUEUE_SIZE;
   const processor = new BatchSpanProcessor(exporter, {

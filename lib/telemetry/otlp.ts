@@ -22,7 +22,7 @@ import {
 import type { Settings } from '../config/settings.js';
 import { localIPv4 } from './host.js';
 import type { Logger } from './logger.js';
-import { RateLimiter } from './rate-limit.js';
+import { exportFailureWarning, RateLimiter } from './rate-limit.js';
 import { resourceAttributes } from './resource.js';
 import {
   ERROR_TYPE,
@@ -168,19 +168,10 @@ export function startOtlp(opts: OtlpOptions): OtlpHandle {
   const { settings, metrics, logger } = opts;
   const instanceId = opts.instanceId ?? randomUUID();
   const resource = resourceFromAttributes(resourceAttributes(settings, instanceId));
-  const limiter = new RateLimiter(60_000);
   const endpoint = settings.OTLP_ENDPOINT;
   const exporter = guarded(
     new OTLPMetricExporter({ url: endpoint, timeoutMillis: settings.OTLP_METRIC_TIMEOUT }),
-    (err) => {
-      const { ok, suppressed } = limiter.take();
-      if (!ok) return;
-      logger.warn('OTLP metrics export failed (logged at most once a minute)', {
-        endpoint,
-        error: err?.message ?? 'unknown error',
-        ...(suppressed > 0 ? { failures_not_logged: suppressed } : {}),
-      });
-    },
+    exportFailureWarning(logger, 'metrics', endpoint),
   );
   const scope = `${settings.SERVICE_NAME}_meter`;
   const reader = new PeriodicExportingMetricReader({

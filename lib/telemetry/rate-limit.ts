@@ -24,3 +24,21 @@ export class RateLimiter {
     return { ok: true, suppressed };
   }
 }
+
+/** The failure callback of an OTLP exporter: one warning a minute, with the count held back. */
+export function exportFailureWarning(
+  logger: { warn(message: string, meta: Record<string, unknown>): unknown },
+  what: string,
+  endpoint: string,
+): (err: Error | undefined) => void {
+  const limiter = new RateLimiter(60_000);
+  return (err) => {
+    const { ok, suppressed } = limiter.take();
+    if (!ok) return;
+    logger.warn(`OTLP ${what} export failed (logged at most once a minute)`, {
+      endpoint,
+      error: err?.message ?? 'unknown error',
+      ...(suppressed > 0 ? { failures_not_logged: suppressed } : {}),
+    });
+  };
+}
