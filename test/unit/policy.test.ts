@@ -1,8 +1,11 @@
 import { expect } from 'chai';
 import {
+  checkWasLate,
   CrashTracker,
   describeExit,
   restartDelay,
+  retryDelay,
+  RETRY_FLOOR_MS,
   type RestartPolicy,
 } from '../../lib/supervisor/policy.js';
 
@@ -61,5 +64,21 @@ describe('supervisor policy', () => {
     expect(describeExit(null, 'SIGKILL')).to.contain('possibly out of memory');
     expect(describeExit(null, 'SIGSEGV')).to.equal('killed by SIGSEGV');
     expect(describeExit(1, null)).to.equal('exited with code 1');
+  });
+
+  it('retry delay (forks, recycles): a floor even with base 0, doubling, capped, equal jitter', () => {
+    expect(retryDelay(1, { backoffBaseMs: 0, backoffMaxMs: 0 }, () => 1)).to.equal(RETRY_FLOOR_MS);
+    expect(retryDelay(1, P, () => 1)).to.equal(250);
+    expect(retryDelay(2, P, () => 1)).to.equal(500);
+    expect(retryDelay(3, P, () => 0)).to.equal(500);
+    expect(retryDelay(10, P, () => 1)).to.equal(1000);
+  });
+
+  it('a check that ran much later than its interval means the primary itself was paused', () => {
+    expect(checkWasLate(260, 250)).to.equal(false);
+    expect(checkWasLate(999, 250)).to.equal(false);
+    expect(checkWasLate(1001, 250)).to.equal(true);
+    expect(checkWasLate(3000, 1000)).to.equal(false);
+    expect(checkWasLate(4001, 1000)).to.equal(true);
   });
 });
