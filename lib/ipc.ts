@@ -20,6 +20,36 @@ export type PrimaryToWorker =
   | { t: 'activate' }
   | { t: 'backlog-result'; id: number; inflight: number; workers: number };
 
+// ---- connection dispatch (SERVICE_SCHEDULING=leastconn: lib/supervisor/dispatch.ts <->
+// lib/worker/handoff.ts). Kept apart from the unions above: the pool ignores these.
+
+/** A connection accepted by the primary, sent with the socket as the message's handle. */
+export interface ConnMessage {
+  t: 'conn';
+  id: number;
+}
+
+/**
+ * The worker's answer to a `conn`: `ok` when it serves the connection (the primary then closes its
+ * copy), not ok when it is draining (the primary hands it to another worker). `open` is the
+ * worker's count of open connections, this one included; `conns` reports it after closes.
+ */
+export type HandoffMessage =
+  { t: 'conn-ack'; id: number; ok: boolean; open: number } | { t: 'conns'; open: number };
+
+export function isConnMessage(m: unknown): m is ConnMessage {
+  return isPlainObject(m) && m.t === 'conn' && typeof m.id === 'number';
+}
+
+export function isHandoffMessage(m: unknown): m is HandoffMessage {
+  return (
+    isPlainObject(m) &&
+    typeof m.open === 'number' &&
+    ((m.t === 'conn-ack' && typeof m.id === 'number' && typeof m.ok === 'boolean') ||
+      m.t === 'conns')
+  );
+}
+
 export function isWorkerMessage(m: unknown): m is WorkerToPrimary {
   return (
     isPlainObject(m) &&

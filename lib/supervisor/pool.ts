@@ -18,6 +18,7 @@ import type { LoadedConfig } from '../config/load.js';
 import { SettingsError, type Settings } from '../config/settings.js';
 import { isWorkerMessage, KILL_GRACE_MS, type DrainReason, type PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
+import { Dispatcher } from './dispatch.js';
 import { guarded } from './guard.js';
 import {
   checkWasLate,
@@ -186,6 +187,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   /** Reload waiters joined to the next reload to start, and those of the one under way. */
   private reloadWaiters: Waiter<ReloadResult>[] = [];
   private activeReloadWaiters: Waiter<ReloadResult>[] = [];
+  /** SERVICE_SCHEDULING=leastconn: the primary's listening socket and connection handoff. */
+  private dispatcher?: Dispatcher;
 
   constructor(private readonly opts: PoolOptions) {
     super();
@@ -223,6 +226,8 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   /** A listener of the pool's events that throws must not abort the state change under way. */
   override emit<K extends keyof PoolEvents>(event: K, ...args: PoolEvents[K]): boolean {
+    // The serving set changes exactly when 'workers' is emitted: the dispatcher follows it.
+    if (event === 'workers') this.dispatcher?.sync(this.servingWorkers());
     try {
       return (super.emit as (e: K, ...a: PoolEvents[K]) => boolean).call(this, event, ...args);
     } catch (err) {
@@ -240,19 +245,50 @@ export class Pool extends EventEmitter<PoolEvents> {
   // ---- public -------------------------------------------------------------------------------
 
   start(): void {
+    const s = this.settings;
     cluster.schedulingPolicy =
-      this.settings.SERVICE_SCHEDULING === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;
+      s.SERVICE_SCHEDULING === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: workerExec });
     cluster.on(
       'message',
-      this.guard('a worker message', (worker: Worker, msg: unknown) => this.onMessage(worker, msg)),
+      this.guard('a worker message', (worker: Worker, msg: unknown) => {
+        if (this.dispatcher?.onMessage(worker, msg)) return;
+        this.onMessage(worker, msg);
+      }),
     );
     cluster.on(
       'exit',
-      this.guard('a worker exit', (worker: Worker, code: number, signal: string) =>
-        this.onExit(worker, code, signal),
+      this.guard('a worker exit', (worker: Worker, code: number, signal: string) => {
+        this.dispatcher?.gone(worker.id);
+        this.onExit(worker, code, signal);
+      }),
+    );
+    if (s.SERVICE_SCHEDULING !== 'leastconn') {
+      this.forkAll();
+      return;
+    }
+    // The port is bound before any worker is forked: it stays the primary's for its whole life.
+    const dispatcher = new Dispatcher({
+      log: this.log,
+      host: s.SERVICE_HOST,
+      port: s.SERVICE_PORT,
+      guard: (where, fn) => this.guard(where, fn),
+    });
+    this.dispatcher = dispatcher;
+    dispatcher.listen().then(
+      this.guard('the listening socket', () => this.forkAll()),
+      this.guard('the listening socket', (err: unknown) =>
+        this.halt(
+          3,
+          `cannot listen on ${s.SERVICE_HOST}:${s.SERVICE_PORT}: ${errorText(err)}; stopping (exit 3)`,
+          false,
+        ),
       ),
     );
+  }
+
+  private forkAll(): void {
+    if (this.phase !== 'booting') return;
     for (let i = 0; i < this.desired; i++) {
       if (this.spawn('boot', { seat: i + 1 })) continue;
       // After the fork's own error (next tick) is logged: it says why.
@@ -269,6 +305,11 @@ export class Pool extends EventEmitter<PoolEvents> {
       HEARTBEAT_CHECK_MS,
     );
     this.hungTimer.unref();
+  }
+
+  /** Connections the dispatcher holds for each worker (leastconn only). */
+  dispatchStats(): ReturnType<Dispatcher['stats']> | undefined {
+    return this.dispatcher?.stats();
   }
 
   /** Signals and watchers call this; stop is applied at once, the rest in order. */
@@ -312,6 +353,13 @@ export class Pool extends EventEmitter<PoolEvents> {
     let n = 0;
     for (const s of this.slots.values()) if (s.state === 'ready') n++;
     return n;
+  }
+
+  /** Workers that take new connections: ready and not draining. */
+  private servingWorkers(): Worker[] {
+    const out: Worker[] = [];
+    for (const s of this.slots.values()) if (s.state === 'ready' && !s.retired) out.push(s.worker);
+    return out;
   }
 
   /** Every worker process the pool has (spares and draining ones included), for metrics and tests. */
@@ -694,6 +742,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     this.setPhase('stopping');
     this.stopAt = performance.now();
+    this.dispatcher?.close();
     this.emit('stopping');
     this.log.info('stopping: draining workers', {
       signal,
@@ -732,6 +781,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     // Only at start-up: nothing serves yet.
     this.setPhase('stopping');
     this.stopAt = performance.now();
+    this.dispatcher?.close();
     this.emit('stopping');
     this.clearTimers();
     for (const s of this.slots.values()) this.kill(s, 'killed', 'SIGKILL');
@@ -1171,6 +1221,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         slot.worker.process.kill('SIGKILL'),
       );
       this.emit('restart', 'hung');
+      this.emit('workers', this.readyCount());
       this.vacate(slot.seat);
       this.fillSeats(0);
     }

@@ -298,8 +298,56 @@ export interface ClusterMetrics {
   close(): void;
 }
 
+/** SERVICE_SCHEDULING=leastconn: what the primary's connection dispatcher did. */
+function dispatchMetrics(registry: Registry, pool: Pick<Pool, 'dispatchStats'>): void {
+  const counter = (name: string, help: string, key: 'accepted' | 'redispatched' | 'dropped') =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(pool.dispatchStats()?.[key] ?? 0);
+      },
+    });
+  counter(
+    'astron_agent_connections_accepted_total',
+    'Connections accepted by the primary (SERVICE_SCHEDULING=leastconn)',
+    'accepted',
+  );
+  counter(
+    'astron_agent_connections_redispatched_total',
+    'Connections handed to a second worker because the first died or drained before taking them',
+    'redispatched',
+  );
+  counter(
+    'astron_agent_connections_dropped_total',
+    'Connections closed unserved: the wait for a serving worker was full, or the service stopped',
+    'dropped',
+  );
+  new Gauge({
+    name: 'astron_agent_connections_waiting',
+    help: 'Connections accepted and waiting for a serving worker (every worker restarting)',
+    registers: [registry],
+    collect() {
+      this.set(pool.dispatchStats()?.waiting ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'astron_agent_worker_connections',
+    help: 'Open connections per worker, as the dispatcher counts them for least-connections',
+    labelNames: ['worker'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [id, n] of pool.dispatchStats()?.perWorker ?? [])
+        this.set({ worker: String(id) }, n);
+    },
+  });
+}
+
 export interface ClusterMetricsOptions {
-  pool: Pick<Pool, 'on' | 'workers' | 'inFlight'>;
+  pool: Pick<Pool, 'on' | 'workers' | 'inFlight' | 'dispatchStats'>;
   settings: Settings;
   logger: Logger;
 }
@@ -336,6 +384,7 @@ export function startClusterMetrics({
       this.set(pool.inFlight());
     },
   });
+  if (settings.SERVICE_SCHEDULING === 'leastconn') dispatchMetrics(registry, pool);
   const restarts = new Counter({
     name: 'astron_agent_worker_restarts_total',
     help: 'Workers replaced, by reason (crash, hung, memory, requests, reload)',

@@ -11,6 +11,7 @@ import {
   WS_CLOSE_GOING_AWAY,
   WS_CLOSE_SERVICE_RESTART,
   type DrainReason,
+  type HandoffMessage,
   type WorkerToPrimary,
 } from '../ipc.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -23,8 +24,9 @@ import { LlmClient } from '../agent/llm.js';
 import { pluginEndpointsFrom } from '../agent/plugins/index.js';
 import { openApiReactSelector } from '../agent/runners/react.js';
 import { createWorkerMetrics, processChannel } from '../telemetry/metrics.js';
+import { acceptFromPrimary } from './handoff.js';
 
-function send(msg: WorkerToPrimary): void {
+function send(msg: WorkerToPrimary | HandoffMessage): void {
   if (process.send && process.connected) process.send(msg);
 }
 
@@ -116,13 +118,18 @@ export async function bootWorker(): Promise<void> {
     deps.startedAt = Date.now();
   }
 
-  await new Promise<void>((resolve, reject) => {
-    http.server.once('error', reject);
-    http.server.listen(settings.SERVICE_PORT, settings.SERVICE_HOST, () => {
-      http.server.off('error', reject);
-      resolve();
+  if (settings.SERVICE_SCHEDULING === 'leastconn') {
+    // The primary listens and hands connections over (lib/supervisor/dispatch.ts).
+    acceptFromPrimary(http.server, { draining: () => deps.lifecycle.draining, send });
+  } else {
+    await new Promise<void>((resolve, reject) => {
+      http.server.once('error', reject);
+      http.server.listen(settings.SERVICE_PORT, settings.SERVICE_HOST, () => {
+        http.server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  }
   http.server.on('error', (err) => logger.error('server error', { err }));
 
   // Heartbeat from the main event loop: a blocked loop goes silent and the primary notices.

@@ -66,26 +66,35 @@ describe('supervisor: pool, crashes, boot failures', function () {
     expect(seen.size).to.be.greaterThan(0);
   });
 
-  it('a worker that cannot boot (port taken): exit 3, its error logged, no fork storm', async () => {
-    const blocker = net.createServer();
-    const port = await freePort();
-    await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
-    try {
-      const started = Date.now();
-      svc = await startService({
-        env: { SERVICE_PORT: String(port), SERVICE_WORKERS: '2', LOG_LEVEL: 'debug' },
-      });
-      const res = await svc.exited;
-      const took = Date.now() - started;
-      expect(res.code, svc.output).to.equal(3);
-      expect(took).to.be.lessThan(5000);
-      const forks = svc.logs.filter((l) => l.message === 'worker forked');
-      expect(forks.length).to.be.at.most(2);
-      expect(svc.output).to.match(/failed to boot: .*EADDRINUSE/);
-    } finally {
-      blocker.close();
-    }
-  });
+  for (const [policy, forks, error] of [
+    ['none', 2, /failed to boot: .*EADDRINUSE/],
+    ['leastconn', 0, /cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE.*\(exit 3\)/],
+  ] as const) {
+    it(`port taken (SERVICE_SCHEDULING=${policy}): exit 3, the error logged, no fork storm`, async () => {
+      const blocker = net.createServer();
+      const port = await freePort();
+      await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
+      try {
+        const started = Date.now();
+        svc = await startService({
+          env: {
+            SERVICE_PORT: String(port),
+            SERVICE_WORKERS: '2',
+            SERVICE_SCHEDULING: policy,
+            LOG_LEVEL: 'debug',
+          },
+        });
+        const res = await svc.exited;
+        const took = Date.now() - started;
+        expect(res.code, svc.output).to.equal(3);
+        expect(took).to.be.lessThan(5000);
+        expect(svc.logs.filter((l) => l.message === 'worker forked').length).to.be.at.most(forks);
+        expect(svc.output).to.match(error);
+      } finally {
+        blocker.close();
+      }
+    });
+  }
 
   it('crash budget: more unstable restarts than the budget stop the primary with exit 4', async () => {
     svc = await startService({

@@ -1,0 +1,47 @@
+// SERVICE_SCHEDULING=leastconn, the worker's side: it never listens; the primary hands it
+// accepted connections over IPC (see lib/supervisor/dispatch.ts). Each is acknowledged at once,
+// so that the primary can close its copy (or, when this worker drains, hand it to another), and
+// the worker's count of open connections travels back for the primary's least-connections choice.
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { isConnMessage, type HandoffMessage } from '../ipc.js';
+
+export function acceptFromPrimary(
+  server: Server,
+  opts: { draining: () => boolean; send: (msg: HandoffMessage) => void },
+): void {
+  // Node checks the request and headers timeouts (slow clients) with a timer that http.Server
+  // starts on 'listening': a server that never listens must start it too.
+  server.emit('listening');
+  let open = 0;
+  let reportQueued = false;
+  // Closes are reported once per turn of the event loop, not once each.
+  const report = () => {
+    reportQueued = false;
+    opts.send({ t: 'conns', open });
+  };
+  process.on('message', (m: unknown, handle: unknown) => {
+    if (!isConnMessage(m)) return;
+    const socket = handle as Socket | undefined;
+    if (!socket) {
+      // The descriptor did not arrive (the primary's copy was gone): nothing to serve, say so.
+      opts.send({ t: 'conn-ack', id: m.id, ok: false, open });
+      return;
+    }
+    if (opts.draining()) {
+      // Closes this process's copy of the descriptor only; nothing was read from it.
+      socket.destroy();
+      opts.send({ t: 'conn-ack', id: m.id, ok: false, open });
+      return;
+    }
+    open++;
+    socket.once('close', () => {
+      open--;
+      if (reportQueued) return;
+      reportQueued = true;
+      setImmediate(report);
+    });
+    server.emit('connection', socket);
+    opts.send({ t: 'conn-ack', id: m.id, ok: true, open });
+  });
+}

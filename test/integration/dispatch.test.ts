@@ -1,0 +1,152 @@
+// SERVICE_SCHEDULING=leastconn (the default): the primary owns the port and hands connections to
+// the worker with the fewest; one that a worker could not take goes to another; the port stays
+// open while every worker restarts. Real processes, real sockets, real signals.
+import { expect } from 'chai';
+import net from 'node:net';
+import { Exposition } from '../support/prometheus.js';
+import { request, sleep, startService, waitUntil, type Service } from '../support/service.js';
+
+/** GET /health on a raw socket left open; resolves with the pid that answered. */
+function healthOn(socket: net.Socket, timeoutMs = 10000): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error('no answer in time')), timeoutMs);
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const head = buf.indexOf('\r\n\r\n');
+      if (head < 0) return;
+      const len = Number(/content-length: (\d+)/i.exec(buf.slice(0, head))?.[1] ?? 0);
+      if (buf.length < head + 4 + len) return;
+      clearTimeout(t);
+      socket.off('data', onData);
+      resolve((JSON.parse(buf.slice(head + 4, head + 4 + len)) as { pid: number }).pid);
+    };
+    socket.on('data', onData);
+    socket.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    socket.write('GET /health HTTP/1.1\r\nHost: test\r\n\r\n');
+  });
+}
+
+function connect(port: number): net.Socket {
+  return net.connect(port, '127.0.0.1');
+}
+
+async function metric(port: number, name: string): Promise<number> {
+  const res = await request(port, '/metrics');
+  return new Exposition(res.body).value(name) ?? NaN;
+}
+
+describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', function () {
+  let svc: Service | undefined;
+  const open: net.Socket[] = [];
+  afterEach(async () => {
+    for (const s of open.splice(0)) s.destroy();
+    await svc?.stop('SIGKILL');
+    svc = undefined;
+  });
+
+  it('200 keep-alive connections opened one after another: 100/100 over 2 workers', async () => {
+    svc = await startService({ env: { SERVICE_WORKERS: '2' } });
+    await svc.waitReady();
+    const byPid = new Map<number, number>();
+    for (let i = 0; i < 200; i++) {
+      const s = connect(svc.port);
+      open.push(s);
+      const pid = await healthOn(s);
+      byPid.set(pid, (byPid.get(pid) ?? 0) + 1);
+    }
+    expect(byPid.size).to.equal(2);
+    for (const n of byPid.values()) expect(n).to.be.within(95, 105);
+    // A worker whose connections close gets the next ones: closing 50 of one worker's tips the
+    // balance to it.
+    const [first] = [...byPid.keys()];
+    let closed = 0;
+    for (const s of [...open]) {
+      if (closed === 50) break;
+      if ((await healthOn(s)) !== first) continue;
+      s.destroy();
+      open.splice(open.indexOf(s), 1);
+      closed++;
+    }
+    await sleep(200);
+    const next = new Map<number, number>();
+    for (let i = 0; i < 50; i++) {
+      const s = connect(svc.port);
+      open.push(s);
+      const pid = await healthOn(s);
+      next.set(pid, (next.get(pid) ?? 0) + 1);
+    }
+    expect(next.get(first!) ?? 0).to.be.at.least(45);
+  });
+
+  it('a connection handed to a worker that dies before taking it is served by another', async () => {
+    svc = await startService({
+      env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0', LOG_LEVEL: 'info' },
+    });
+    await svc.waitReady();
+    const [stopped, other] = svc.readyWorkerPids();
+    // A stopped worker cannot acknowledge: the connections handed to it stay the primary's.
+    process.kill(stopped!, 'SIGSTOP');
+    try {
+      const answers = Array.from({ length: 6 }, () => {
+        const s = connect(svc!.port);
+        open.push(s);
+        return healthOn(s, 15000);
+      });
+      await sleep(500);
+      process.kill(stopped!, 'SIGKILL');
+      const pids = await Promise.all(answers);
+      // Every one answered, all by the other worker: those handed to the stopped one were
+      // never taken, and went to the other when it died.
+      expect(pids).to.deep.equal(pids.map(() => other));
+    } finally {
+      try {
+        process.kill(stopped!, 'SIGCONT');
+      } catch {
+        // gone
+      }
+    }
+    expect(await metric(svc.port, 'astron_agent_connections_redispatched_total')).to.be.at.least(3);
+  });
+
+  it('a worker draining on its own (SIGTERM to it) gets no new connection; nothing is refused', async () => {
+    svc = await startService({
+      env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0', AGENT_TEST_HOOKS: '1' },
+    });
+    await svc.waitReady();
+    const [draining] = svc.readyWorkerPids();
+    // A slow request keeps the draining worker alive while new connections arrive.
+    const slow: Promise<{ status: number; body: string }>[] = [];
+    for (let i = 0; i < 4; i++) slow.push(request(svc.port, '/__test/sleep?ms=3000'));
+    await sleep(300);
+    process.kill(draining!, 'SIGTERM');
+    await sleep(100);
+    const seen = new Set<number>();
+    for (let i = 0; i < 40; i++) {
+      const s = connect(svc.port);
+      open.push(s);
+      seen.add(await healthOn(s));
+    }
+    expect(seen.has(draining!)).to.equal(false);
+    for (const r of await Promise.all(slow)) expect(r.status).to.equal(200);
+  });
+
+  it('the port stays open while the only worker restarts: a new connection waits and is answered', async () => {
+    svc = await startService({
+      env: { SERVICE_WORKERS: '1', SERVICE_SPARE_WORKERS: '0', LOG_LEVEL: 'info' },
+    });
+    await svc.waitReady();
+    const [only] = svc.readyWorkerPids();
+    process.kill(only!, 'SIGKILL');
+    await waitUntil(() => !svc!.readyWorkerPids().includes(only!), 5000, 'the worker gone');
+    // No worker serves now: under none/rr this connection would be refused.
+    const s = connect(svc.port);
+    open.push(s);
+    const pid = await healthOn(s, 15000);
+    expect(pid).to.not.equal(only);
+    expect(svc.readyWorkerPids()).to.include(pid);
+  });
+});
