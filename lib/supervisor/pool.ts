@@ -55,6 +55,8 @@ export interface WorkerStatus {
   requests: number;
   inflight: number;
   streams: number;
+  /** Open connections, as the dispatcher counts them (SERVICE_SCHEDULING=leastconn only). */
+  connections?: number;
   rss: number;
   /** Workers that held this seat before this one. */
   restarts: number;
@@ -386,6 +388,7 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   status(): WorkerStatus[] {
     const now = Date.now();
+    const conns = this.dispatcher?.stats().perWorker;
     return [...this.slots.values()]
       .map((s): WorkerStatus => {
         const seat = this.seats.get(s.seat);
@@ -408,6 +411,7 @@ export class Pool extends EventEmitter<PoolEvents> {
           requests: s.requests,
           inflight: s.inflight,
           streams: s.streams,
+          connections: conns ? (conns.get(s.id) ?? 0) : undefined,
           rss: s.rss,
           restarts: s.seat ? (seat?.restarts ?? 0) : 0,
           last_exit: s.seat ? seat?.lastExit : undefined,

@@ -6,6 +6,9 @@ import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { isConnMessage, type HandoffMessage } from '../ipc.js';
 
+/** How stale the primary's count of this worker's connections may get after closes. */
+const CLOSE_REPORT_MS = 20;
+
 export function acceptFromPrimary(
   server: Server,
   opts: { draining: () => boolean; send: (msg: HandoffMessage) => void },
@@ -14,10 +17,11 @@ export function acceptFromPrimary(
   // starts on 'listening': a server that never listens must start it too.
   server.emit('listening');
   let open = 0;
-  let reportQueued = false;
-  // Closes are reported once per turn of the event loop, not once each.
-  const report = () => {
-    reportQueued = false;
+  let report: NodeJS.Timeout | undefined;
+  // Closes are reported at most every CLOSE_REPORT_MS, not once each: with one connection per
+  // request that would double the primary's IPC per connection, and each ack carries the count.
+  const sendReport = () => {
+    report = undefined;
     opts.send({ t: 'conns', open });
   };
   process.on('message', (m: unknown, handle: unknown) => {
@@ -37,9 +41,7 @@ export function acceptFromPrimary(
     open++;
     socket.once('close', () => {
       open--;
-      if (reportQueued) return;
-      reportQueued = true;
-      setImmediate(report);
+      report ??= setTimeout(sendReport, CLOSE_REPORT_MS).unref();
     });
     server.emit('connection', socket);
     opts.send({ t: 'conn-ack', id: m.id, ok: true, open });
