@@ -147,16 +147,19 @@ describe('LLM client over real sockets (spec 7.2)', () => {
   });
 
   it('connections are reused across calls (keep-alive), also after a [DONE] that precedes the end of the body', async () => {
+    let ended = 0;
     const u = await make((_req, res) => {
       sse(res);
       res.write(data({ content: 'a' }) + 'data: [DONE]\n\n');
-      setTimeout(() => res.end(': trailing\n\n'), 20);
+      setTimeout(() => res.end(': trailing\n\n', () => ended++), 20);
     });
     const c = client();
     for (let i = 0; i < 5; i++) {
       expect(text((await collect(c, u.model)).deltas)).to.equal('a');
-      // The rest of the body (20 ms later) is drained, and the connection goes back to the pool.
-      await new Promise((r) => setTimeout(r, 60));
+      // The rest of the body (20 ms later) is drained, and the connection goes back to the pool:
+      // waited for on the server's side first, so that a loaded machine is not a failure.
+      while (ended <= i) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 50));
     }
     expect(u.requests).to.equal(5);
     expect(u.connections).to.equal(1);
