@@ -105,11 +105,16 @@ async function closedLoop(
   port: number,
   clients: number,
   until: () => boolean,
-): Promise<{ answers: [number, number, number][]; failed: number; errors: string[] }> {
-  const answers: [number, number, number][] = []; // [start ms (epoch), latency ms, pid]
+): Promise<{
+  answers: [number, number, number, number][];
+  failed: number;
+  errors: string[];
+}> {
+  // [start ms (epoch), latency ms, pid, client]
+  const answers: [number, number, number, number][] = [];
   const errors: string[] = [];
   await Promise.all(
-    Array.from({ length: clients }, async () => {
+    Array.from({ length: clients }, async (_, client) => {
       let s: net.Socket | undefined;
       while (!until()) {
         s ??= net.connect(port, '127.0.0.1').on('error', () => undefined);
@@ -117,7 +122,7 @@ async function closedLoop(
         const p0 = performance.now();
         try {
           const a = await healthAnswer(s);
-          answers.push([t0, performance.now() - p0, a.pid]);
+          answers.push([t0, performance.now() - p0, a.pid, client]);
           if (a.close) {
             s.destroy();
             s = undefined;
@@ -406,9 +411,18 @@ async function reloadUnderLoad(svc: Service) {
     for (const [t, , pid] of r.answers) if (t >= from && t < to) bump(m, pid);
     return m;
   };
+  // Connections per worker at a moment: the worker of each client's last answer before it.
+  const connsAt = (at: number) => {
+    const last = new Map<number, number>();
+    for (const [t, , pid, client] of r.answers) if (t < at) last.set(client, pid);
+    const m = new Map<number, number>();
+    for (const pid of last.values()) bump(m, pid);
+    return [...m.values()].sort((a, b) => b - a).join('/');
+  };
   return {
     failed: r.failed,
     errors: [...new Set(r.errors)],
+    connsAfter1s: connsAt(doneAt + 1000),
     p99Before: percentile(before, 99),
     p99During: percentile(during, 99),
     reloadMs: doneAt - hupAt,
@@ -523,7 +537,7 @@ const bench: Bench = {
           const r = await reloadUnderLoad(svc);
           console.log(
             `${policy.padEnd(9)} failed ${r.failed} (target 0); reload ${r.reloadMs} ms; p99 before ${fmt(r.p99Before)} ms, during ${fmt(r.p99During)} ms ` +
-              `(${fmt(r.p99During / r.p99Before, 2)}x; target <= 2); after the reload 0-2 s ${r.after0to2}, 2-4 s ${r.after2to4} (target 45-55 within 2 s)${r.errors.length ? `; errors: ${r.errors.join(', ')}` : ''}`,
+              `(${fmt(r.p99During / r.p99Before, 2)}x; target <= 2); after the reload 0-2 s ${r.after0to2}, 2-4 s ${r.after2to4} (target 45-55 within 2 s); connections 1 s after ${r.connsAfter1s}${r.errors.length ? `; errors: ${r.errors.join(', ')}` : ''}`,
           );
         });
       }
