@@ -11,6 +11,7 @@ const modules: Record<string, () => Promise<{ default: Bench }>> = {
   'bot-config': () => import('./bot-config.js'),
   react: () => import('./react.js'),
   tracing: () => import('./tracing.js'),
+  footprint: () => import('./footprint.js'),
 };
 
 const wanted = process.argv.slice(2);
