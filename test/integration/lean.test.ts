@@ -28,6 +28,7 @@ const OPTIONAL = [
   'mysql2',
   'ioredis',
   '@modelcontextprotocol/sdk',
+  '@opentelemetry/api',
   '@opentelemetry/sdk-trace-base',
   '@opentelemetry/sdk-metrics',
   '@opentelemetry/exporter-trace-otlp-http',
@@ -42,7 +43,7 @@ const OPTIONAL = [
 ];
 
 describe('lean processes: only what the configuration uses is loaded', function () {
-  it('a SQLite worker without OTLP, MCP, Redis or WebSocket clients loads none of their packages; the primary no HTTP stack', async () => {
+  it('a SQLite worker without tracing, OTLP, MCP, Redis or WebSocket clients loads none of their packages (not even @opentelemetry/api); the primary no HTTP stack', async () => {
     const dir = tempDir('astron-trace-');
     const svc = await startService({
       env: {
