@@ -1,11 +1,19 @@
 #!/usr/bin/env node
-// CLI only: argv -> command. The commands live in lib/.
+// CLI only: argv -> command. The commands live in lib/, each imported only when it runs, so that
+// `--help` and `version` load nothing else and `config`/`health` nothing of the other commands.
+import module from 'node:module';
 import { parseArgs } from 'node:util';
-import { showConfig } from '../lib/cli/config.js';
-import { checkHealth } from '../lib/cli/health.js';
-import { controlCommand } from '../lib/cli/control.js';
 import type { LoadOptions } from '../lib/config/load.js';
 import { version } from '../lib/version.js';
+
+// Node >= 22.8: V8's code cache on disk for the modules loaded from here on (the commands, the
+// supervisor); it fails quietly (e.g. a read-only file system) and NODE_DISABLE_COMPILE_CACHE=1
+// turns it off. Node 20 has no such API: nothing happens there.
+try {
+  (module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
+} catch {
+  /* an optimisation only */
+}
 
 const HELP = `Usage: astron-agent [command] [options]
 
@@ -105,12 +113,15 @@ async function main(argv: string[]): Promise<number | undefined> {
       runPrimary(opts);
       return undefined;
     }
-    case 'config':
+    case 'config': {
+      const { showConfig } = await import('../lib/cli/config.js');
       return showConfig(opts);
+    }
     case 'health': {
       const timeout = values.timeout === undefined ? 3000 : Number(values.timeout);
       if (!Number.isInteger(timeout) || timeout <= 0)
         usage('--timeout takes milliseconds, an integer > 0');
+      const { checkHealth } = await import('../lib/cli/health.js');
       return checkHealth(opts, timeout);
     }
     case 'status':
@@ -125,6 +136,7 @@ async function main(argv: string[]): Promise<number | undefined> {
       }
       if (command === 'scale' && !/^[+-]?\d{1,4}$/.test(positionals[1] ?? ''))
         usage('scale takes the number of workers: N, +N or -N');
+      const { controlCommand } = await import('../lib/cli/control.js');
       return controlCommand(opts, command, {
         json: values.json,
         timeoutMs,

@@ -1,7 +1,7 @@
-// Every setting the service reads, validated and typed with envalid. This table is the one
+// Every setting the service reads, validated and typed (./spec.ts). This table is the one
 // source of truth: `astron-agent config`, the start banner and config.env.example follow it.
 import { availableParallelism } from 'node:os';
-import { cleanEnv } from 'envalid';
+import { cleanEnv } from './spec.js';
 import {
   bool,
   hostAllowList,

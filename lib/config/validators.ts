@@ -1,6 +1,6 @@
-// envalid validators whose error messages say what is expected and never echo the input:
+// Validators whose error messages say what is expected and never echo the input:
 // the reporter decides whether a value may be shown (it never shows a secret's).
-import { EnvError, makeValidator } from 'envalid';
+import { EnvError, makeValidator } from './spec.js';
 import { parseHostAllowList } from './host-allow-list.js';
 
 const TRUE = new Set(['true', '1', 'yes', 'on']);

@@ -12,6 +12,7 @@ import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.j
 import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
 import { startServerSpan } from '../telemetry/tracing.js';
+import type { WebSocketServer } from 'ws';
 import { closeWebSockets, createWsServer, WS_PATH } from './ws.js';
 
 const BAD_REQUEST_BODY = JSON.stringify({ detail: 'Bad Request' });
@@ -40,7 +41,9 @@ export interface HttpService {
 export function createHttpService(deps: AppDeps): HttpService {
   const app = createApp(deps);
   const health = healthHandler(deps);
-  const wss = createWsServer(deps);
+  // Created (and the ws package loaded) by the first upgrade.
+  let wss: WebSocketServer | undefined;
+  let wssLoading: Promise<WebSocketServer> | undefined;
   const metrics = deps.metrics;
   metrics?.limitSeries(deps.settings.METRICS_MAX_SERIES);
   const scrape =
@@ -113,13 +116,31 @@ export function createHttpService(deps: AppDeps): HttpService {
     }
     // The socket now belongs to the WebSocket: never closed as idle by a drain.
     (socket as TrackedSocket).active = 1;
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      if (metrics) {
-        metrics.wsOpened();
-        ws.once('close', () => metrics.wsClosed());
-      }
-      wss.emit('connection', ws, req);
-    });
+    const upgrade = (w: WebSocketServer) =>
+      w.handleUpgrade(req, socket, head, (ws) => {
+        if (metrics) {
+          metrics.wsOpened();
+          ws.once('close', () => metrics.wsClosed());
+        }
+        w.emit('connection', ws, req);
+      });
+    if (wss) return upgrade(wss);
+    // The first upgrade loads ws; until ws listens, a reset of this socket must not go unheard.
+    const onError = () => socket.destroy();
+    socket.on('error', onError);
+    wssLoading ??= createWsServer(deps).then((w) => (wss = w));
+    wssLoading.then(
+      (w) => {
+        socket.off('error', onError);
+        // Gone meanwhile, or a drain began: not taken.
+        if (socket.destroyed || deps.lifecycle.draining) return void socket.destroy();
+        upgrade(w);
+      },
+      (err: unknown) => {
+        deps.logger.error('websocket server not started', { err });
+        socket.destroy();
+      },
+    );
   });
 
   // A request Node's parser cannot read (bad syntax, a body cut short by the client): a JSON
@@ -136,7 +157,8 @@ export function createHttpService(deps: AppDeps): HttpService {
     net.Server.prototype.close.call(server);
     for (const res of inflight) if (!res.headersSent) res.setHeader('Connection', 'close');
     // A WebSocket with chats still streaming is closed when they end (or at the deadline).
-    closeWebSockets(wss, wsCloseCode, wsCloseCode === 1012 ? 'service restart' : 'going away');
+    if (wss)
+      closeWebSockets(wss, wsCloseCode, wsCloseCode === 1012 ? 'service restart' : 'going away');
 
     const deadline = Date.now() + timeoutMs;
     const idleSince = new Map<TrackedSocket, number>();
@@ -152,12 +174,12 @@ export function createHttpService(deps: AppDeps): HttpService {
           idleSince.set(s, since);
           if (now - since >= IDLE_GRACE_MS) s.destroy();
         }
-        if (sockets.size === 0 && wss.clients.size === 0) {
+        if (sockets.size === 0 && (wss?.clients.size ?? 0) === 0) {
           clearInterval(timer);
           resolve(true);
         } else if (now >= deadline) {
           clearInterval(timer);
-          for (const ws of wss.clients) ws.terminate();
+          for (const ws of wss?.clients ?? []) ws.terminate();
           for (const s of sockets) s.destroy();
           resolve(false);
         }
@@ -174,7 +196,7 @@ export function createHttpService(deps: AppDeps): HttpService {
       let sse = 0;
       for (const res of inflight)
         if (String(res.getHeader('content-type') ?? '').startsWith('text/event-stream')) sse++;
-      return { requests: inflight.size, streams: sse + wss.clients.size };
+      return { requests: inflight.size, streams: sse + (wss?.clients.size ?? 0) };
     },
     onRequestCount: (n, fn) => {
       countWatch = { n, fn };

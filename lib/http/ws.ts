@@ -1,7 +1,7 @@
 // WebSocket endpoint /agent/v1/ws: JSON messages, ping/pong heartbeat, proper close codes; the
 // chat protocol (`chat` / `cancel` messages) is delegated to ws-chat.ts.
 import type { IncomingMessage } from 'node:http';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { exceedsJsonDepth } from '../schema/json.js';
 import { requestContext, requestIdFrom } from '../telemetry/context.js';
 import type { AppDeps } from './deps.js';
@@ -30,7 +30,9 @@ export function closeWebSockets(wss: WebSocketServer, code: number, reason: stri
   }
 }
 
-export function createWsServer(deps: AppDeps): WebSocketServer {
+/** The ws package is imported here, on the first upgrade: a worker without WebSockets never loads it. */
+export async function createWsServer(deps: AppDeps): Promise<WebSocketServer> {
+  const { WebSocketServer } = await import('ws');
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: deps.settings.SERVICE_MAX_BODY_SIZE,

@@ -427,6 +427,8 @@ export function startClusterMetrics({
     },
   });
 
+  // Loaded after the pool started: workers may be ready already.
+  ready.set(pool.workers().filter((w) => w.state === 'ready').length);
   pool.on('workers', (n) => ready.set(n));
   pool.on('ready', (n) => ready.set(n));
   pool.on('restart', (reason) => restarts.inc({ reason }));

@@ -5,13 +5,7 @@
 // through an async context manager: the runs are async generators, whose steps resume in the
 // caller's async context. Contents (messages, tool arguments and results, retrieval query and
 // documents) are recorded only when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).
-import {
-  SpanKind,
-  SpanStatusCode,
-  type Attributes,
-  type Context,
-  type Span,
-} from '@opentelemetry/api';
+import type { Attributes, Context, Span, SpanKind } from '@opentelemetry/api';
 import {
   AGENT_APP_ID,
   AGENT_CALLER,
@@ -56,7 +50,7 @@ import {
   SERVER_ADDRESS,
   SERVER_PORT,
 } from './semconv.js';
-import { recordError, spanContext, tracer, tracingOptions } from './tracing.js';
+import { KIND, recordError, spanContext, STATUS_ERROR, tracer, tracingOptions } from './tracing.js';
 
 /** Token counts as the upstream reported them. */
 export interface TokenUsage {
@@ -132,7 +126,7 @@ export interface ChatResult {
 }
 
 export function startChatSpan(parent: Context | undefined, call: ChatCall): Started {
-  return start(`${OP_CHAT} ${call.model}`, SpanKind.CLIENT, parent, () => {
+  return start(`${OP_CHAT} ${call.model}`, KIND.CLIENT, parent, () => {
     const a: Attributes = {
       [GEN_AI_OPERATION_NAME]: OP_CHAT,
       [GEN_AI_PROVIDER_NAME]: call.provider,
@@ -198,7 +192,7 @@ export interface AgentRun {
 }
 
 export function startAgentSpan(parent: Context | undefined, run: AgentRun): Started {
-  return start(`${OP_INVOKE_AGENT} ${run.name}`, SpanKind.INTERNAL, parent, () => {
+  return start(`${OP_INVOKE_AGENT} ${run.name}`, KIND.INTERNAL, parent, () => {
     const a: Attributes = {
       [GEN_AI_OPERATION_NAME]: OP_INVOKE_AGENT,
       [GEN_AI_AGENT_NAME]: run.name,
@@ -226,7 +220,7 @@ export function endAgentSpan(
       span.setAttribute(AGENT_CODE, r.code);
       if (r.code !== 0) {
         span.setAttribute(ERROR_TYPE, String(r.code));
-        span.setStatus({ code: SpanStatusCode.ERROR });
+        span.setStatus({ code: STATUS_ERROR });
       }
     }
   }
@@ -245,7 +239,7 @@ export interface ToolCallInfo {
 }
 
 export function startToolSpan(parent: Context | undefined, t: ToolCallInfo): Started {
-  return start(`${OP_EXECUTE_TOOL} ${t.name}`, SpanKind.INTERNAL, parent, () => {
+  return start(`${OP_EXECUTE_TOOL} ${t.name}`, KIND.INTERNAL, parent, () => {
     const a: Attributes = {
       [GEN_AI_OPERATION_NAME]: OP_EXECUTE_TOOL,
       [GEN_AI_TOOL_NAME]: t.name,
@@ -279,7 +273,7 @@ export interface McpCallInfo {
 
 /** The MCP client span of a tool call (MCP conventions: `{mcp.method.name} {target}`). */
 export function startMcpCallSpan(parent: Context | undefined, c: McpCallInfo): Started {
-  return start(`${MCP_TOOLS_CALL} ${c.tool}`, SpanKind.CLIENT, parent, () => {
+  return start(`${MCP_TOOLS_CALL} ${c.tool}`, KIND.CLIENT, parent, () => {
     const a: Attributes = {
       [MCP_METHOD_NAME]: MCP_TOOLS_CALL,
       [GEN_AI_OPERATION_NAME]: OP_EXECUTE_TOOL,
@@ -301,7 +295,7 @@ export function endMcpCallSpan(span: Span, r: { result?: unknown; error?: unknow
     if (r.error !== undefined) recordError(span, r.error, AGENT_CODE);
     else if ((r.result as { isError?: unknown } | undefined)?.isError === true) {
       span.setAttribute(ERROR_TYPE, 'tool_error');
-      span.setStatus({ code: SpanStatusCode.ERROR });
+      span.setStatus({ code: STATUS_ERROR });
     }
   }
   span.end();
@@ -328,7 +322,7 @@ export interface RetrievalInfo {
 }
 
 export function startRetrievalSpan(parent: Context | undefined, q: RetrievalInfo): Started {
-  return start(OP_RETRIEVAL, SpanKind.CLIENT, parent, () => {
+  return start(OP_RETRIEVAL, KIND.CLIENT, parent, () => {
     const a: Attributes = {
       [GEN_AI_OPERATION_NAME]: OP_RETRIEVAL,
       [GEN_AI_REQUEST_TOP_K]: q.topK,

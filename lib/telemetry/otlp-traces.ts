@@ -6,6 +6,7 @@
 // Exports run in the background from a bounded queue: a dead or hanging collector drops spans
 // (past OTLP_TRACE_MAX_QUEUE_SIZE) but never delays a request; failures are logged at warn at
 // most once a minute.
+import * as otelApi from '@opentelemetry/api';
 import { propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -121,10 +122,13 @@ export function startTracing(opts: {
   });
   trace.setGlobalTracerProvider(provider);
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  tracingStarted({
-    captureContent: settings.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
-    legacyGenAi: legacyGenAiWanted(settings.OTEL_SEMCONV_STABILITY_OPT_IN),
-  });
+  tracingStarted(
+    {
+      captureContent: settings.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+      legacyGenAi: legacyGenAiWanted(settings.OTEL_SEMCONV_STABILITY_OPT_IN),
+    },
+    otelApi,
+  );
   logger.debug('OTLP trace export on', { endpoint, sampler: settings.OTEL_TRACES_SAMPLER });
 
   let stopping: Promise<void> | undefined;

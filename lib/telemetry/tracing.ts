@@ -1,20 +1,19 @@
-// Tracing as the request path sees it: @opentelemetry/api only (small, already loaded by every
-// worker). The SDK (provider, batch processor, OTLP exporter, W3C propagator) is registered by
-// lib/telemetry/otlp-traces.ts, imported by lib/worker/boot.ts only when OTEL_TRACES_EXPORTER=otlp.
-// Until then trace.getTracer() is the API's proxy over its no-op tracer and propagation is the
-// no-op propagator, so every span below is a non-recording span and attribute building is skipped
-// (`isRecording()`); the HTTP server span, on the hot path of /health, is not even started.
+// Tracing as the request path sees it. The SDK (provider, batch processor, OTLP exporter, W3C
+// propagator) is registered by lib/telemetry/otlp-traces.ts, imported by lib/worker/boot.ts only
+// when OTEL_TRACES_EXPORTER=otlp; it hands over @opentelemetry/api, which nothing else here
+// loads. Until then tracer() is a no-op tracer of our own, so every span below is a non-recording
+// span and attribute building is skipped (`isRecording()`); the HTTP server span, on the hot path
+// of /health, is not even started.
 import type { IncomingMessage } from 'node:http';
-import {
-  propagation,
-  ROOT_CONTEXT,
+import type * as OtelApi from '@opentelemetry/api';
+import type {
+  Attributes,
+  Context,
+  Span,
+  SpanContext,
   SpanKind,
   SpanStatusCode,
-  trace,
-  type Attributes,
-  type Context,
-  type Span,
-  type Tracer,
+  Tracer,
 } from '@opentelemetry/api';
 import { version } from '../version.js';
 import {
@@ -47,6 +46,41 @@ const state: TracingOptions & { on: boolean } = {
   legacyGenAi: true,
 };
 let cachedTracer: Tracer | undefined;
+/** @opentelemetry/api, handed over by the SDK module when tracing starts. */
+let api: typeof OtelApi | undefined;
+
+/** The API's SpanKind and SpanStatusCode values (its enums; importing them would load it). */
+export const KIND = {
+  INTERNAL: 0 as SpanKind.INTERNAL,
+  SERVER: 1 as SpanKind.SERVER,
+  CLIENT: 2 as SpanKind.CLIENT,
+};
+export const STATUS_ERROR = 2 as SpanStatusCode.ERROR;
+
+const INVALID_SPAN_CONTEXT: SpanContext = {
+  traceId: '00000000000000000000000000000000',
+  spanId: '0000000000000000',
+  traceFlags: 0,
+};
+/** What the API's no-op tracer hands out: records nothing, carries no context. */
+const NOOP_SPAN: Span = {
+  spanContext: () => INVALID_SPAN_CONTEXT,
+  setAttribute: () => NOOP_SPAN,
+  setAttributes: () => NOOP_SPAN,
+  addEvent: () => NOOP_SPAN,
+  addLink: () => NOOP_SPAN,
+  addLinks: () => NOOP_SPAN,
+  setStatus: () => NOOP_SPAN,
+  updateName: () => NOOP_SPAN,
+  end: () => {},
+  isRecording: () => false,
+  recordException: () => {},
+};
+const NOOP_TRACER = {
+  startSpan: () => NOOP_SPAN,
+  startActiveSpan: (...args: unknown[]) =>
+    (args[args.length - 1] as (s: Span) => unknown)(NOOP_SPAN),
+} as unknown as Tracer;
 
 /** True once a tracer provider is registered in this process (OTEL_TRACES_EXPORTER=otlp). */
 export function tracingOn(): boolean {
@@ -58,7 +92,9 @@ export function tracingOptions(): Readonly<TracingOptions> {
 }
 
 /** Called by the SDK module once its provider and propagator are registered. */
-export function tracingStarted(opts: TracingOptions): void {
+export function tracingStarted(opts: TracingOptions, otelApi: typeof OtelApi): void {
+  api = otelApi;
+  cachedTracer = undefined;
   state.on = true;
   state.captureContent = opts.captureContent;
   state.legacyGenAi = opts.legacyGenAi;
@@ -70,11 +106,12 @@ export function tracingStopped(): void {
 }
 
 /**
- * The service's tracer: the API's global proxy, so it is the no-op tracer until (and unless) a
- * provider is registered, and the SDK's afterwards.
+ * The service's tracer: a no-op tracer until (and unless) the SDK registers a provider, then the
+ * API's global proxy (the SDK's tracer).
  */
 export function tracer(): Tracer {
-  return (cachedTracer ??= trace
+  if (!api) return NOOP_TRACER;
+  return (cachedTracer ??= api.trace
     .getTracerProvider()
     .getTracer(TRACER_NAME, version(), { schemaUrl: SCHEMA_URL }));
 }
@@ -109,7 +146,7 @@ export function recordError(span: Span, err: unknown, codeAttr: string): void {
   if (code !== undefined) span.setAttribute(codeAttr, code);
   if (type !== 'cancelled') {
     span.setStatus({
-      code: SpanStatusCode.ERROR,
+      code: STATUS_ERROR,
       message: err instanceof Error ? err.message : String(err),
     });
   }
@@ -121,8 +158,8 @@ export function recordError(span: Span, err: unknown, codeAttr: string): void {
 export function spanContext(span: Span, parent: Context | undefined): Context | undefined {
   // A span the sampler dropped still carries its (unsampled) context: children and the
   // upstream's traceparent must follow that decision.
-  if (!trace.isSpanContextValid(span.spanContext())) return parent;
-  return trace.setSpan(parent ?? ROOT_CONTEXT, span);
+  if (!api || !api.trace.isSpanContextValid(span.spanContext())) return parent;
+  return api.trace.setSpan(parent ?? api.ROOT_CONTEXT, span);
 }
 
 /** Adds `traceparent` (and `tracestate`) of `ctx` to outgoing request headers. */
@@ -130,8 +167,8 @@ export function injectTraceHeaders(
   ctx: Context | undefined,
   headers: Record<string, string | number | string[]>,
 ): void {
-  if (ctx === undefined) return;
-  propagation.inject(ctx, headers);
+  if (ctx === undefined || !api) return;
+  api.propagation.inject(ctx, headers);
 }
 
 // ---- the HTTP server span -------------------------------------------------------------------
@@ -148,13 +185,13 @@ export interface ServerSpan {
  * tracestate, through the registered propagator). Undefined when tracing is off.
  */
 export function startServerSpan(req: IncomingMessage): ServerSpan | undefined {
-  if (!state.on) return undefined;
+  if (!state.on || !api) return undefined;
   const method = req.method ?? 'GET';
-  const parent = propagation.extract(ROOT_CONTEXT, req.headers);
-  const span = tracer().startSpan(method, { kind: SpanKind.SERVER }, parent);
+  const parent = api.propagation.extract(api.ROOT_CONTEXT, req.headers);
+  const span = tracer().startSpan(method, { kind: KIND.SERVER }, parent);
   // Attributes only for a span the sampler kept (our samplers do not read them).
   if (span.isRecording()) span.setAttributes(serverAttributes(req, method));
-  requestContexts.set(req, trace.setSpan(parent, span));
+  requestContexts.set(req, api.trace.setSpan(parent, span));
   return {
     end(label, status) {
       if (!span.isRecording()) return span.end();
@@ -166,7 +203,7 @@ export function startServerSpan(req: IncomingMessage): ServerSpan | undefined {
       span.setAttribute(HTTP_RESPONSE_STATUS_CODE, status);
       if (status >= 500) {
         span.setAttribute(ERROR_TYPE, String(status));
-        span.setStatus({ code: SpanStatusCode.ERROR });
+        span.setStatus({ code: STATUS_ERROR });
       }
       span.end();
     },
@@ -202,6 +239,6 @@ export function serverSpanContext(req: IncomingMessage): Context | undefined {
 
 /** The caller's trace context of a request that has no server span (a WebSocket upgrade). */
 export function callerContext(req: IncomingMessage): Context | undefined {
-  if (!state.on) return undefined;
-  return propagation.extract(ROOT_CONTEXT, req.headers);
+  if (!state.on || !api) return undefined;
+  return api.propagation.extract(api.ROOT_CONTEXT, req.headers);
 }

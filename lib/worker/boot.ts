@@ -207,6 +207,12 @@ export async function bootWorker(): Promise<void> {
   // systemd's control-group kill and `kill <worker>` send SIGTERM to workers directly.
   process.on('SIGTERM', () => void drain('stop', settings.SERVICE_GRACEFUL_TIMEOUT));
 
+  // What this boot cost, from the process's start (the bench reads it at LOG_LEVEL=debug).
+  const cpu = process.cpuUsage();
+  logger.debug('worker booted', {
+    boot_ms: Math.round(performance.now()),
+    cpu_ms: Math.round((cpu.user + cpu.system) / 1000),
+  });
   send({ t: 'ready', host: settings.SERVICE_HOST, port: settings.SERVICE_PORT });
   // The metrics registry (prom-client) and the OTLP SDK load after ready: out of the start-up path.
   const metrics = deps.metrics;

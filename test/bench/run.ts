@@ -12,6 +12,7 @@ const modules: Record<string, () => Promise<{ default: Bench }>> = {
   react: () => import('./react.js'),
   tracing: () => import('./tracing.js'),
   scheduling: () => import('./scheduling.js'),
+  footprint: () => import('./footprint.js'),
 };
 
 const wanted = process.argv.slice(2);

@@ -1,6 +1,4 @@
 import { expect } from 'chai';
-import { Writable } from 'node:stream';
-import winston from 'winston';
 import { createLogger } from '../../lib/telemetry/logger.js';
 import { AgentError, CODES } from '../../lib/agent/errors.js';
 import { isCredentialParam, redact, redactString } from '../../lib/telemetry/redact.js';
@@ -39,18 +37,12 @@ describe('redaction', () => {
 
   it('the logger writes JSON lines with role, worker_id and pid, redacted', () => {
     const lines: string[] = [];
-    const logger = createLogger({ role: 'worker', workerId: 7, format: 'json' });
-    logger.clear();
-    logger.add(
-      new winston.transports.Stream({
-        stream: new Writable({
-          write(chunk, _enc, cb) {
-            lines.push(String(chunk));
-            cb();
-          },
-        }),
-      }),
-    );
+    const logger = createLogger({
+      role: 'worker',
+      workerId: 7,
+      format: 'json',
+      write: (line) => lines.push(line),
+    });
     const meta = { settings: { REDIS_PASSWORD: 'secret-value' } };
     logger.info('hello', meta);
     expect(meta.settings.REDIS_PASSWORD).to.equal('secret-value');
@@ -63,6 +55,29 @@ describe('redaction', () => {
       level: 'info',
     });
     expect(line.settings).to.deep.equal({ REDIS_PASSWORD: '***' });
+  });
+
+  it('a line below the level is dropped before its meta is read (no copy, no serialisation)', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ role: 'cli', level: 'info', write: (l) => lines.push(l) });
+    let touched = 0;
+    const meta = {
+      get big() {
+        touched++;
+        return 'x';
+      },
+      toJSON() {
+        touched++;
+        return {};
+      },
+    };
+    logger.debug('not written', meta);
+    logger.log('debug', 'not written either', meta);
+    expect(touched).to.equal(0);
+    expect(lines).to.deep.equal([]);
+    expect(logger.isLevelEnabled('debug')).to.equal(false);
+    logger.info('written', { a: 1 });
+    expect(lines).to.have.length(1);
   });
 
   it('masks credentials in query strings (and fragments), whatever the case; other parameters stay', () => {

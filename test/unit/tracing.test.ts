@@ -8,8 +8,10 @@ import { idleTimer } from '../../lib/http/keepalive.js';
 import { samplerFrom, tracesEndpoint } from '../../lib/telemetry/otlp-traces.js';
 import {
   errorInfo,
+  KIND,
   legacyGenAiWanted,
   startServerSpan,
+  STATUS_ERROR,
   tracer,
   tracingOn,
 } from '../../lib/telemetry/tracing.js';
@@ -58,7 +60,7 @@ describe('tracing settings and helpers', () => {
     expect(errorInfo(undefined)).to.deep.equal({ type: '_OTHER' });
   });
 
-  it('off: no server span, and the API’s no-op tracer (nothing recorded)', () => {
+  it('off: no server span, and a no-op tracer (nothing recorded)', () => {
     expect(tracingOn()).to.equal(false);
     expect(startServerSpan({} as never)).to.equal(undefined);
     const span = tracer().startSpan('x');
@@ -78,7 +80,7 @@ describe('tracing settings and helpers', () => {
     expect(fired).to.be.within(2, 4);
   });
 
-  it('a worker without tracing does not load the trace SDK (lazy import)', () => {
+  it('a worker without tracing loads no @opentelemetry package, not even the API (lazy import)', () => {
     // CommonJS builds of the OpenTelemetry packages land in require.cache when imported.
     const script = `
       await import(${JSON.stringify(join(ROOT, 'dist/lib/worker/boot.js'))});
@@ -91,6 +93,16 @@ describe('tracing settings and helpers', () => {
     });
     const otel = JSON.parse(out.trim().split('\n').pop()!) as string[];
     const pkgs = [...new Set(otel.map((f) => /@opentelemetry\/([^/]+)/.exec(f)![1]))];
-    expect(pkgs).to.deep.equal(['api']);
+    expect(pkgs).to.deep.equal([]);
+  });
+
+  it('our copies of the API enums equal its SpanKind and SpanStatusCode values', async () => {
+    const api = await import('@opentelemetry/api');
+    expect(KIND).to.deep.equal({
+      INTERNAL: api.SpanKind.INTERNAL,
+      SERVER: api.SpanKind.SERVER,
+      CLIENT: api.SpanKind.CLIENT,
+    });
+    expect(STATUS_ERROR).to.equal(api.SpanStatusCode.ERROR);
   });
 });

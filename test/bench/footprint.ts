@@ -1,0 +1,318 @@
+// Issue 14 point 3 figures, side by side in one run: a fresh worker's fork -> ready (SQLite, and
+// MySQL + Redis) and a rolling reload of 2 workers; start -> first 200 on /health with 1 worker
+// against bare node:cluster; the CLI's short commands against `node -e 0`; idle RSS and PSS of
+// every process of the deployment with and without the warm spare, against bare node:cluster.
+// Printed, never asserted (machines here are shared and noisy: compare the ratios).
+//
+// fork -> ready is the primary's own measure: the `ms` of its 'worker ready' log line (from
+// cluster.fork() to the worker's ready message), read during rolling reloads (one fresh worker at
+// a time, as in production). BENCH_PORT_BASE (e.g. 19000) takes ports from there on instead of
+// free ephemeral ones.
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
+import { CLI, freePort, ROOT, sleep, startService, tempDir } from '../support/service.js';
+import { fmt, percentile, type Bench } from './lib.js';
+
+let nextPort = Number(process.env.BENCH_PORT_BASE ?? 0);
+const port = async () => (nextPort > 0 ? nextPort++ : await freePort());
+const med = (xs: number[]) => percentile(xs, 50);
+
+/** VmRSS and Pss (smaps_rollup) of a process, MB. */
+function memory(pid: number): { rss: number; pss: number } {
+  const kb = (file: string, re: RegExp) => {
+    try {
+      return Number(re.exec(readFileSync(`/proc/${pid}/${file}`, 'utf8'))?.[1] ?? NaN) / 1024;
+    } catch {
+      return NaN;
+    }
+  };
+  return { rss: kb('status', /VmRSS:\s+(\d+)/), pss: kb('smaps_rollup', /^Pss:\s+(\d+)/m) };
+}
+
+/** CPU ms of this process's waited-for children so far (cutime + cstime, 10 ms ticks). */
+function childrenCpuMs(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
+function children(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function get200(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: p, path: '/health', agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+    });
+    req.on('error', () => resolve(false));
+    req.setTimeout(1000, () => req.destroy());
+  });
+}
+
+/** Spawns `args`, polls GET /health every 2 ms; ms from spawn to the first 200; then stops it. */
+async function startToFirst200(args: string[], env: Record<string, string>, p: number) {
+  const cwd = tempDir('astron-bench-');
+  const t0 = performance.now();
+  const proc = spawn(process.execPath, args, {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: 'ignore',
+  });
+  let ms = NaN;
+  while (proc.exitCode === null && performance.now() - t0 < 20000) {
+    if (await get200(p)) {
+      ms = performance.now() - t0;
+      break;
+    }
+    await sleep(2);
+  }
+  const exited = new Promise((r) => proc.once('exit', r));
+  if (proc.exitCode === null) proc.kill('SIGTERM');
+  await exited;
+  return ms;
+}
+
+async function cliCommands(rounds: number): Promise<void> {
+  const svc = await startService({
+    env: { SERVICE_WORKERS: '1', SERVICE_SPARE_WORKERS: '0', SERVICE_PORT: String(await port()) },
+  });
+  await svc.waitReady();
+  const cwd = tempDir('astron-bench-');
+  writeFileSync(join(cwd, 'config.env'), `SERVICE_HOST=127.0.0.1\nSERVICE_PORT=${svc.port}\n`);
+  const cmds: [string, string[]][] = [
+    ['node -e 0', ['-e', '0']],
+    ['--help', [CLI, '--help']],
+    ['version', [CLI, 'version']],
+    ['config', [CLI, 'config']],
+    ['health', [CLI, 'health']],
+  ];
+  const times = new Map<string, number[]>(cmds.map(([k]) => [k, []]));
+  const cpu = new Map<string, number>(cmds.map(([k]) => [k, 0]));
+  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '' };
+  try {
+    for (let i = 0; i < rounds; i++) {
+      for (const [k, args] of cmds) {
+        const c0 = childrenCpuMs();
+        const t0 = performance.now();
+        const r = spawnSync(process.execPath, args, { cwd, env, stdio: 'ignore' });
+        if (r.status !== 0) throw new Error(`${k} exited ${r.status}`);
+        times.get(k)!.push(performance.now() - t0);
+        cpu.set(k, cpu.get(k)! + childrenCpuMs() - c0);
+      }
+    }
+  } finally {
+    await svc.stop();
+  }
+  const base = med(times.get('node -e 0')!);
+  const baseCpu = cpu.get('node -e 0')! / rounds;
+  console.log(
+    `CLI commands, wall time from spawn to exit (median) and CPU (mean), ${rounds} interleaved rounds:`,
+  );
+  for (const [k] of cmds) {
+    const m = med(times.get(k)!);
+    const c = cpu.get(k)! / rounds;
+    console.log(
+      `  ${k.padEnd(10)} ${fmt(m, 0).padStart(5)} ms, CPU ${fmt(c, 0).padStart(4)} ms` +
+        (k === 'node -e 0'
+          ? ''
+          : `   +${fmt(m - base, 0)} ms wall, +${fmt(c - baseCpu, 0)} ms CPU over node -e 0 (target <= +100)`),
+    );
+  }
+}
+
+async function firstResponse(rounds: number): Promise<void> {
+  const agent: number[] = [];
+  const bare: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const pb = await port();
+    bare.push(
+      await startToFirst200(
+        [join(ROOT, 'test/bench/bare-cluster.mjs')],
+        { PORT: String(pb), WORKERS: '1' },
+        pb,
+      ),
+    );
+    const pa = await port();
+    agent.push(
+      await startToFirst200(
+        [CLI, 'start'],
+        {
+          SERVICE_HOST: '127.0.0.1',
+          SERVICE_PORT: String(pa),
+          SERVICE_WORKERS: '1',
+          SERVICE_SPARE_WORKERS: '0',
+          LOG_FORMAT: 'json',
+        },
+        pa,
+      ),
+    );
+  }
+  console.log(
+    `start -> first 200 on /health, 1 worker, no spare, median of ${rounds} interleaved:\n` +
+      `  astron-agent start            : ${fmt(med(agent), 0)} ms (target <= 500; min ${fmt(Math.min(...agent), 0)})\n` +
+      `  bare node:cluster + node:http : ${fmt(med(bare), 0)} ms (min ${fmt(Math.min(...bare), 0)})  ratio ${fmt(med(agent) / med(bare), 2)}`,
+  );
+}
+
+/** 2 workers, no spare; `reloads` rolling reloads (SIGHUP): fork -> ready of each new worker. */
+async function forkToReady(name: string, env: Record<string, string>, reloads: number) {
+  const svc = await startService({
+    env: {
+      ...env,
+      SERVICE_WORKERS: '2',
+      SERVICE_SPARE_WORKERS: '0',
+      SERVICE_PORT: String(await port()),
+      LOG_LEVEL: 'debug',
+    },
+  });
+  const ready: number[] = [];
+  const reload: number[] = [];
+  const bootCpu: number[] = [];
+  try {
+    await svc.waitReady();
+    await sleep(1000);
+    for (let i = 0; i < reloads; i++) {
+      const mark = svc.logs.length;
+      svc.proc.kill('SIGHUP');
+      const done = await svc.waitForLog((l) => l.message === 'rolling reload done', 30000, mark);
+      reload.push(Number(done.duration_ms));
+      for (const l of svc.logs.slice(mark)) {
+        if (l.message === 'worker ready') ready.push(Number(l.ms));
+        if (l.message === 'worker booted') bootCpu.push(Number(l.cpu_ms));
+      }
+      await sleep(500);
+    }
+  } finally {
+    await svc.stop();
+  }
+  console.log(
+    `  ${name.padEnd(14)} fork -> ready p50 ${fmt(med(ready), 0)} ms, p90 ${fmt(percentile(ready, 90), 0)} ms (${ready.length} workers; target p50 <= 250 with SQLite); ` +
+      `rolling reload of 2: p50 ${fmt(med(reload), 0)} ms; a worker's CPU from its start to ready p50 ${fmt(med(bootCpu), 0)} ms`,
+  );
+}
+
+async function idleMemory(): Promise<void> {
+  const rows: string[] = [];
+  const sum = (ms: { rss: number; pss: number }[]) =>
+    ms.reduce((a, b) => ({ rss: a.rss + b.rss, pss: a.pss + b.pss }), { rss: 0, pss: 0 });
+  const mb = (m: { rss: number; pss: number }) => `${fmt(m.rss)} / ${fmt(m.pss)}`;
+  for (const spare of ['1', '0']) {
+    const svc = await startService({
+      env: {
+        SERVICE_WORKERS: '2',
+        SERVICE_SPARE_WORKERS: spare,
+        SERVICE_PORT: String(await port()),
+      },
+    });
+    try {
+      await svc.waitReady();
+      const want = 2 + Number(spare);
+      const until = Date.now() + 10000;
+      while (children(svc.proc.pid!).length < want && Date.now() < until) await sleep(100);
+      await sleep(3000);
+      const primary = memory(svc.proc.pid!);
+      const serving = new Set(svc.readyWorkerPids());
+      const workers = children(svc.proc.pid!).map((pid) => ({ pid, ...memory(pid) }));
+      const total = sum([primary, ...workers]);
+      rows.push(
+        `  spare ${spare}: primary ${mb(primary)} (target RSS <= 45); ` +
+          workers.map((w) => `${serving.has(w.pid) ? 'worker' : 'spare'} ${mb(w)}`).join('; ') +
+          ` (target RSS <= 60 each); all ${mb(total)}`,
+      );
+    } finally {
+      await svc.stop();
+    }
+  }
+  const p = await port();
+  const proc = spawn(process.execPath, [join(ROOT, 'test/bench/bare-cluster.mjs')], {
+    env: { ...process.env, PORT: String(p), WORKERS: '2' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise<void>((res) =>
+    proc.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && res()),
+  );
+  await sleep(2000);
+  const bp = memory(proc.pid!);
+  const bw = children(proc.pid!).map(memory);
+  proc.kill('SIGTERM');
+  await new Promise((r) => proc.once('exit', r));
+  rows.push(
+    `  bare node:cluster, 2 workers: primary ${mb(bp)}; workers ${bw.map(mb).join('; ')}; all ${mb(sum([bp, ...bw]))}`,
+  );
+  console.log('idle memory 3 s after ready, 2 workers, RSS / PSS in MB:');
+  for (const r of rows) console.log(r);
+}
+
+const bench: Bench = {
+  title: 'lean, quick workers: fork -> ready, start -> first 200, CLI commands, idle memory',
+  async run() {
+    const rounds = Number(process.env.BENCH_ROUNDS ?? 9);
+    await cliCommands(rounds + 2);
+    await firstResponse(rounds);
+
+    console.log('fresh worker, fork -> ready (primary log), during rolling reloads, 2 workers:');
+    const reloads = Math.max(2, Math.ceil(rounds / 2));
+    await forkToReady('SQLite', {}, reloads);
+    const target = mysqlFromEnv() ?? {
+      host: '127.0.0.1',
+      port: 3306,
+      user: 'root',
+      password: '',
+      database: 'test',
+    };
+    const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+    const probe = new Redis(redisUrl, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    const redisOk = await probe.connect().then(
+      () => probe.ping().then(() => true),
+      () => false,
+    );
+    probe.disconnect();
+    let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
+    try {
+      db = await scratchDatabase(target);
+    } catch (err) {
+      console.log(
+        `  MySQL at ${target.host}:${target.port} not usable (${(err as Error).message}): skipped`,
+      );
+    }
+    if (db && redisOk) {
+      const u = new URL(redisUrl);
+      try {
+        await forkToReady(
+          'MySQL + Redis',
+          {
+            ...mysqlEnv(db.target),
+            REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
+            REDIS_PASSWORD: decodeURIComponent(u.password),
+          },
+          reloads,
+        );
+      } finally {
+        await db.drop();
+      }
+    } else if (db) {
+      await db.drop();
+      console.log(`  Redis at ${redisUrl} not reachable: MySQL + Redis skipped`);
+    }
+
+    await idleMemory();
+  },
+};
+export default bench;
