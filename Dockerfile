@@ -26,14 +26,18 @@ COPY package.json package-lock.json ./
 FROM toolchain AS deps
 # --ignore-scripts: the root package's `prepare` (the TypeScript build) needs dev dependencies;
 # better-sqlite3's own install script (a prebuilt binary, or node-gyp) runs in `npm rebuild`.
-# What the compiler left next to the module (objects, the SQLite sources) is not needed at run time.
+# Not needed at run time, so not shipped: what the compiler left next to the module (objects, the
+# SQLite sources and static library), and the packages' TypeScript sources, type declarations and
+# source maps (about 40% of the production dependencies; Node 20 never loads them).
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -s /run/secrets/ca_bundle ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca_bundle; fi \
  && npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm rebuild better-sqlite3 \
- && cd node_modules/better-sqlite3 \
- && rm -rf deps src build/Release/obj.target build/Release/.deps build/Release/obj build/Release/test_extension.node build/deps \
- && rm -rf /root/.npm
+ && (cd node_modules/better-sqlite3 \
+     && rm -rf deps src build/deps build/Release/obj.target build/Release/obj build/Release/.deps \
+          build/Release/sqlite3.a build/Release/test_extension.node) \
+ && find node_modules -type f \( -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.map' \) -delete \
+ && rm -rf node_modules/@types /root/.npm
 
 # ---- build: the TypeScript compile, with the dev dependencies (not shipped) ----------------------
 FROM toolchain AS build
