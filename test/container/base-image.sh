@@ -10,6 +10,10 @@ state="$1"
 image="node:20-bookworm-slim"
 tarball="$state/base/node20-bookworm-slim.tar"
 node_bin="$(command -v node)"
+mkdir -p "$state/base"
+# One maker at a time (concurrent runs share the state folder).
+exec 9>"$state/base/lock"
+flock 9
 node_version="$("$node_bin" -v)"
 case "$node_version" in
   v20.*) ;;

@@ -10,7 +10,8 @@ import { ROOT } from './service.js';
 
 /** Outside the clone: the base image (about a minute to make) is reused by later runs and clones. */
 export const STATE = process.env.ASTRON_CONTAINER_STATE ?? '/var/tmp/astron-agent-container';
-export const IMAGE = 'localhost/astron-agent:test';
+/** This run's tag (concurrent runs share the storage and its cache, never a tag); untagged at the end. */
+export const IMAGE = `localhost/astron-agent:test-${process.pid}`;
 export const BASE = 'localhost/node:20-bookworm-slim';
 const HOST_CA = '/etc/ssl/certs/ca-certificates.crt';
 
@@ -205,9 +206,11 @@ export class Containers {
     return name;
   }
 
-  async removeAll(): Promise<void> {
+  /** Removes this run's containers; with `untag`, also this run's image tag (the layers stay cached). */
+  async removeAll(untag = false): Promise<void> {
     for (const name of this.names) await podman(['rm', '-f', '-v', '-t', '0', '--ignore', name]);
     this.names.clear();
+    if (untag) await podman(['untag', IMAGE, IMAGE]);
   }
 }
 
