@@ -30,7 +30,7 @@ if [ ! -f "$tarball" ]; then
   rootfs="$state/base/rootfs"
   rm -rf "$rootfs"
   mkdir -p "$rootfs"
-  echo "base-image: debootstrap --variant=minbase bookworm (once; about a minute)"
+  echo "base-image: debootstrap --variant=minbase bookworm (once; a few minutes)"
   debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$state/base/debootstrap.log" 2>&1 \
     || { tail -20 "$state/base/debootstrap.log" >&2; exit 1; }
   install -D -m 755 "$node_bin" "$rootfs/usr/local/bin/node"
