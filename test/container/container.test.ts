@@ -175,6 +175,9 @@ describe('container image (podman build + run)', function () {
       '--name',
       name,
       '--network=host',
+      // A port of the tests' range, should it ever get as far as listening.
+      '-e',
+      `SERVICE_PORT=${await portInRange()}`,
       '-e',
       'SERVICE_GRACEFUL_TIMEOUT=soon',
       IMAGE,
