@@ -2,7 +2,7 @@
 import express, { type Express } from 'express';
 import type { AppDeps } from './deps.js';
 import { errorHandler, notFound } from './errors.js';
-import { BOT_CONFIG_PATH, botConfigRouter } from './routes/bot-config.js';
+import { mountBotConfig } from './routes/bot-config.js';
 import { CHAT_PATH, chatRouter } from './routes/chat.js';
 import { CUSTOM_CHAT_PATH, customChatRouter } from './routes/custom-chat.js';
 import { testHooksRouter } from './routes/test-hooks.js';
@@ -18,7 +18,7 @@ export function createApp(deps: AppDeps): Express {
   if (deps.testHooks) app.use(testHooksRouter(deps));
   // Body parsing lives inside the route (POST/PUT only), not here: /health and GETs never pay for it.
   if (deps.botStore) {
-    app.use(BOT_CONFIG_PATH, botConfigRouter({ ...deps, botStore: deps.botStore }));
+    mountBotConfig(app, { ...deps, botStore: deps.botStore });
   }
   if (deps.chat) app.use(CHAT_PATH, chatRouter({ ...deps, chat: deps.chat }));
   if (deps.chat && deps.custom) {

@@ -193,3 +193,55 @@ export function fromRow(row: BotConfigRow): BotConfig {
   for (const col of JSON_COLUMNS) value[col] = decodeColumn(row[col], col);
   return checkStored(value);
 }
+
+// ---- answer text memo ------------------------------------------------------------------------
+
+/**
+ * The answer text (JSON of the checked config) of stored values read recently, by bot_id: a
+ * read that finds the same stored value again (the same cached string, the same column texts)
+ * skips the parse, the check and the serialisation. Bounded (oldest entries dropped first);
+ * only values that were read successfully are kept, so errors are raised as before.
+ */
+export class StoredTextMemo {
+  private readonly map = new Map<
+    string,
+    { raw: readonly unknown[]; appId: string; text: string }
+  >();
+
+  constructor(private readonly max = 1024) {}
+
+  /** The memoised text of `raw` for `botId`: the config's app_id and its JSON, or undefined. */
+  get(botId: string, raw: readonly unknown[]): { appId: string; text: string } | undefined {
+    const e = this.map.get(botId);
+    if (e === undefined || e.raw.length !== raw.length) return undefined;
+    for (let i = 0; i < raw.length; i++) if (e.raw[i] !== raw[i]) return undefined;
+    return e;
+  }
+
+  /** Remembers the text of `raw` (strings only: a parsed or binary column is not memoised). */
+  set(botId: string, raw: readonly unknown[], cfg: BotConfig): string {
+    const text = JSON.stringify(cfg);
+    if (!raw.every((v) => typeof v === 'string')) return text;
+    if (this.map.size >= this.max && !this.map.has(botId)) {
+      const oldest = this.map.keys().next();
+      if (!oldest.done) this.map.delete(oldest.value);
+    }
+    this.map.set(botId, { raw, appId: cfg.app_id, text });
+    return text;
+  }
+}
+
+/** The column values of a row in table order (app_id, bot_id, then the JSON columns). */
+export function rowValues(row: BotConfigRow): unknown[] {
+  return [
+    row.app_id,
+    row.bot_id,
+    row.knowledge_config,
+    row.model_config,
+    row.regular_config,
+    row.tool_ids,
+    row.mcp_server_ids,
+    row.mcp_server_urls,
+    row.flow_ids,
+  ];
+}
