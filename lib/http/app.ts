@@ -11,10 +11,8 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use((_req, res, next) => {
-    if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
-    next();
-  });
+  // Nothing global: `Connection: close` while draining, the request id, metrics and the server
+  // span are set in lib/http/server.ts before a request reaches Express.
   if (deps.testHooks) app.use(testHooksRouter(deps));
   // Body parsing lives inside the route (POST/PUT only), not here: /health and GETs never pay for it.
   if (deps.botStore) {

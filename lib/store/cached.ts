@@ -21,7 +21,7 @@
 // every hit) and making a re-create answer 40053 (issue 13).
 import { AgentError, CODES } from '../agent/errors.js';
 import type { Logger } from '../telemetry/logger.js';
-import { fromCacheValue, StoredTextMemo, toCacheValue, type BotConfig } from './bot-config.js';
+import { fromCacheValue, StoredValueMemo, toCacheValue, type BotConfig } from './bot-config.js';
 import type { RedisCache } from './redis-cache.js';
 import { probe, type BotStore } from './types.js';
 
@@ -37,8 +37,8 @@ export class CachedBotStore implements BotStore {
   readonly kind: string;
   private lastWarn = 0;
   private suppressed = 0;
-  /** The answer text of cached values read recently (a hit of the same value parses nothing). */
-  private readonly texts = new StoredTextMemo();
+  /** Cached values read recently (a hit of the same value parses nothing). */
+  private readonly memo = new StoredValueMemo();
 
   constructor(
     private readonly db: BotStore,
@@ -76,7 +76,7 @@ export class CachedBotStore implements BotStore {
     const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {
-      const cfg = fromCacheValue(raw);
+      const cfg = this.memo.config(botId, [raw], () => fromCacheValue(raw));
       return cfg.app_id === appId ? cfg : null;
     }
     const cfg = await this.db.get(appId, botId);
@@ -94,12 +94,8 @@ export class CachedBotStore implements BotStore {
     const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {
-      const key = [raw];
-      const known = this.texts.get(botId, key);
-      if (known) return known.appId === appId ? known.text : null;
-      const cfg = fromCacheValue(raw);
-      const text = this.texts.set(botId, key, cfg);
-      return cfg.app_id === appId ? text : null;
+      const hit = this.memo.text(botId, [raw], () => fromCacheValue(raw));
+      return hit.appId === appId ? hit.text : null;
     }
     const cfg = await this.db.get(appId, botId);
     if (!cfg) return null;

@@ -33,7 +33,7 @@ import {
   fromRow,
   JSON_COLUMNS,
   rowValues,
-  StoredTextMemo,
+  StoredValueMemo,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -100,7 +100,7 @@ type Row = BotConfigRow & RowDataPacket;
 export class MysqlBotStore implements BotStore {
   readonly kind = 'mysql';
   private readonly ids = new Snowflake();
-  private readonly texts = new StoredTextMemo();
+  private readonly memo = new StoredValueMemo();
   private readonly table: string;
   private schema: Promise<void> | null = null;
   private schemaReady = false;
@@ -252,14 +252,13 @@ export class MysqlBotStore implements BotStore {
 
   async get(appId: string, botId: string): Promise<BotConfig | null> {
     const row = await this.row(appId, botId);
-    return row ? fromRow(row) : null;
+    return row ? this.memo.config(botId, rowValues(row), () => fromRow(row)) : null;
   }
 
   async getText(appId: string, botId: string): Promise<string | null> {
     const row = await this.row(appId, botId);
     if (!row) return null;
-    const raw = rowValues(row);
-    return this.texts.get(botId, raw)?.text ?? this.texts.set(botId, raw, fromRow(row));
+    return this.memo.text(botId, rowValues(row), () => fromRow(row)).text;
   }
 
   private async row(appId: string, botId: string): Promise<Row | undefined> {

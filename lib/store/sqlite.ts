@@ -16,7 +16,7 @@ import {
   fromRow,
   JSON_COLUMNS,
   rowValues,
-  StoredTextMemo,
+  StoredValueMemo,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -71,7 +71,7 @@ const COLS = ['app_id', 'bot_id', ...JSON_COLUMNS].join(', ');
 export class SqliteBotStore implements BotStore {
   readonly kind = 'sqlite';
   private readonly ids = new Snowflake();
-  private readonly texts = new StoredTextMemo();
+  private readonly memo = new StoredValueMemo();
   private readonly stmts: {
     get: BetterSqlite3.Statement<[string, string], BotConfigRow>;
     insert: BetterSqlite3.Statement<Record<string, unknown>>;
@@ -123,14 +123,13 @@ export class SqliteBotStore implements BotStore {
 
   async get(appId: string, botId: string): Promise<BotConfig | null> {
     const row = this.stmts.get.get(appId, botId);
-    return row ? fromRow(row) : null;
+    return row ? this.memo.config(botId, rowValues(row), () => fromRow(row)) : null;
   }
 
   async getText(appId: string, botId: string): Promise<string | null> {
     const row = this.stmts.get.get(appId, botId);
     if (!row) return null;
-    const raw = rowValues(row);
-    return this.texts.get(botId, raw)?.text ?? this.texts.set(botId, raw, fromRow(row));
+    return this.memo.text(botId, rowValues(row), () => fromRow(row)).text;
   }
 
   async create(cfg: BotConfig): Promise<boolean> {

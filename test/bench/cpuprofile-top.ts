@@ -14,6 +14,18 @@ interface Profile {
   timeDeltas: number[];
 }
 
+/** Milliseconds of the profile spent outside (idle). */
+export function busyMs(p: Profile): number {
+  const idle = new Set(
+    p.nodes.filter((x) => x.callFrame.functionName === '(idle)').map((x) => x.id),
+  );
+  let us = 0;
+  p.samples.forEach((id, i) => {
+    if (!idle.has(id)) us += p.timeDeltas[i] ?? 0;
+  });
+  return us / 1000;
+}
+
 export function topSelf(p: Profile, n = 10): { name: string; us: number; share: number }[] {
   const byId = new Map(p.nodes.map((x) => [x.id, x]));
   const self = new Map<string, number>();

@@ -13,7 +13,7 @@ import { createBot } from '../support/chat.js';
 import { mysqlEnv, scratchDatabase } from '../support/mysql.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { request, ROOT, sleep, startService } from '../support/service.js';
-import { topSelf } from './cpuprofile-top.js';
+import { busyMs, topSelf } from './cpuprofile-top.js';
 import { load } from './lib.js';
 
 const [kind = 'health', dir = '/tmp/prof', secs = '10'] = process.argv.slice(2);
@@ -61,18 +61,21 @@ try {
   await svc.waitReady();
   const [pid] = svc.readyWorkerPids();
   const url = `http://127.0.0.1:${port}`;
+  let served = 0;
   const deadline = Date.now() + Number(secs) * 1000;
   if (kind === 'health') {
-    await load(`${url}/health`, { duration: Number(secs) });
+    served = (await load(`${url}/health`, { duration: Number(secs) })).requests;
   } else if (kind === 'sqlite' || kind === 'redis') {
     await request(port, '/agent/v1/bot-config', {
       method: 'POST',
       body: JSON.stringify(sampleConfig('prof_app', 'prof_bot')),
       headers: { 'Content-Type': 'application/json' },
     });
-    await load(`${url}/agent/v1/bot-config?app_id=prof_app&bot_id=prof_bot`, {
-      duration: Number(secs),
-    });
+    served = (
+      await load(`${url}/agent/v1/bot-config?app_id=prof_app&bot_id=prof_bot`, {
+        duration: Number(secs),
+      })
+    ).requests;
   } else {
     await createBot(port, 'prof_app', 'prof_bot', {
       domain: 'paced-50-20',
@@ -104,16 +107,23 @@ try {
         req.on('error', () => resolve());
         req.end(body);
       });
-    while (Date.now() < deadline) await Promise.all(Array.from({ length: 50 }, one));
+    while (Date.now() < deadline) {
+      await Promise.all(Array.from({ length: 50 }, one));
+      served += 50;
+    }
     agent.destroy();
   }
-  console.log(`worker pid ${pid}`);
+  console.log(`worker pid ${pid}; ${served} requests`);
   await svc.stop();
   await sleep(500);
   const mine = readdirSync(dir).filter((f) => !before.has(f) && f.includes(`.${pid}.`));
   for (const f of mine) {
     console.log(`${join(dir, f)}:`);
     const p = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+    const busy = busyMs(p);
+    console.log(
+      `  busy ${busy.toFixed(0)} ms (start-up included): ${((busy * 1000) / served).toFixed(1)} µs per request`,
+    );
     for (const r of topSelf(p, 10))
       console.log(
         `  ${(r.share * 100).toFixed(1).padStart(5)} %  ${(r.us / 1000).toFixed(0).padStart(6)} ms  ${r.name}`,
