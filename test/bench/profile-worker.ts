@@ -1,7 +1,8 @@
 // `tsx test/bench/profile-worker.ts CASE OUTDIR [seconds]`: one worker (no spare) under load with
 // `node --cpu-prof`, its profile's top ten functions by self time printed afterwards (issue 14).
 // CASE: health | sqlite | redis (MySQL + Redis, cache hit) | chat (50-chunk streams from the fake
-// upstream, 50 at a time, bursts) | chat-traced (the same with OTLP traces to a local receiver).
+// upstream, 50 at a time, bursts; PROFILE_MODEL and PROFILE_CONCURRENCY change that) |
+// chat-traced (the same with OTLP traces to a local receiver).
 // Ports: PROFILE_PORT (default 19101) for the service, +1 for the fake upstream.
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -78,7 +79,7 @@ try {
     ).requests;
   } else {
     await createBot(port, 'prof_app', 'prof_bot', {
-      domain: 'paced-50-20',
+      domain: process.env.PROFILE_MODEL ?? 'paced-50-20',
       api: `http://127.0.0.1:${port + 1}/v1`,
     });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
@@ -108,8 +109,9 @@ try {
         req.end(body);
       });
     while (Date.now() < deadline) {
-      await Promise.all(Array.from({ length: 50 }, one));
-      served += 50;
+      const c = Number(process.env.PROFILE_CONCURRENCY ?? 50);
+      await Promise.all(Array.from({ length: c }, one));
+      served += c;
     }
     agent.destroy();
   }
