@@ -3,8 +3,8 @@ import express, { type Express } from 'express';
 import type { AppDeps } from './deps.js';
 import { errorHandler, notFound } from './errors.js';
 import { mountBotConfig } from './routes/bot-config.js';
-import { CHAT_PATH, chatRouter } from './routes/chat.js';
-import { CUSTOM_CHAT_PATH, customChatRouter } from './routes/custom-chat.js';
+import { mountChat } from './routes/chat.js';
+import { mountCustomChat } from './routes/custom-chat.js';
 import { testHooksRouter } from './routes/test-hooks.js';
 
 export function createApp(deps: AppDeps): Express {
@@ -18,9 +18,9 @@ export function createApp(deps: AppDeps): Express {
   if (deps.botStore) {
     mountBotConfig(app, { ...deps, botStore: deps.botStore });
   }
-  if (deps.chat) app.use(CHAT_PATH, chatRouter({ ...deps, chat: deps.chat }));
+  if (deps.chat) mountChat(app, { ...deps, chat: deps.chat });
   if (deps.chat && deps.custom) {
-    app.use(CUSTOM_CHAT_PATH, customChatRouter({ ...deps, chat: deps.chat, custom: deps.custom }));
+    mountCustomChat(app, { ...deps, chat: deps.chat, custom: deps.custom });
   }
   app.use(notFound);
   app.use(errorHandler(deps));
