@@ -163,8 +163,10 @@ const bench: Bench = {
       // Many short interleaved rounds (the order rotates), each service's CPU per stream per
       // round; the figures are medians of per-round ratios to `off` measured in the same round,
       // and the noise is the spread of `same` (a second tracing-off service) against `off`.
-      const N = Number(process.env.BENCH_STREAMS ?? 150);
-      const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 16);
+      // /proc counts CPU in 10 ms ticks: a round of 400 streams (~1 s of worker CPU) keeps the
+      // rounding of one round near 1 %.
+      const N = Number(process.env.BENCH_STREAMS ?? 400);
+      const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
       const kinds: Kind[] = ['off', 'same', 'on', 'ratio'];
       const per: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
       const perTree: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
