@@ -2,27 +2,25 @@
 import express, { type Express } from 'express';
 import type { AppDeps } from './deps.js';
 import { errorHandler, notFound } from './errors.js';
-import { BOT_CONFIG_PATH, botConfigRouter } from './routes/bot-config.js';
-import { CHAT_PATH, chatRouter } from './routes/chat.js';
-import { CUSTOM_CHAT_PATH, customChatRouter } from './routes/custom-chat.js';
+import { mountBotConfig } from './routes/bot-config.js';
+import { mountChat } from './routes/chat.js';
+import { mountCustomChat } from './routes/custom-chat.js';
 import { testHooksRouter } from './routes/test-hooks.js';
 
 export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use((_req, res, next) => {
-    if (deps.lifecycle.draining) res.setHeader('Connection', 'close');
-    next();
-  });
+  // Nothing global: `Connection: close` while draining, the request id, metrics and the server
+  // span are set in lib/http/server.ts before a request reaches Express.
   if (deps.testHooks) app.use(testHooksRouter(deps));
   // Body parsing lives inside the route (POST/PUT only), not here: /health and GETs never pay for it.
   if (deps.botStore) {
-    app.use(BOT_CONFIG_PATH, botConfigRouter({ ...deps, botStore: deps.botStore }));
+    mountBotConfig(app, { ...deps, botStore: deps.botStore });
   }
-  if (deps.chat) app.use(CHAT_PATH, chatRouter({ ...deps, chat: deps.chat }));
+  if (deps.chat) mountChat(app, { ...deps, chat: deps.chat });
   if (deps.chat && deps.custom) {
-    app.use(CUSTOM_CHAT_PATH, customChatRouter({ ...deps, chat: deps.chat, custom: deps.custom }));
+    mountCustomChat(app, { ...deps, chat: deps.chat, custom: deps.custom });
   }
   app.use(notFound);
   app.use(errorHandler(deps));

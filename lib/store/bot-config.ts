@@ -193,3 +193,83 @@ export function fromRow(row: BotConfigRow): BotConfig {
   for (const col of JSON_COLUMNS) value[col] = decodeColumn(row[col], col);
   return checkStored(value);
 }
+
+// ---- stored value memo ----------------------------------------------------------------------
+
+/** Freezes a checked config and everything in it (a memoised config is shared by readers). */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+interface MemoEntry {
+  raw: readonly unknown[];
+  cfg: BotConfig;
+  text?: string;
+}
+
+/**
+ * The configs (and their answer text, JSON of the checked config) of stored values read
+ * recently, by bot_id: a read that finds the same stored value again (the same cached string,
+ * the same column texts) skips the parse, the check and the serialisation, and shares one
+ * frozen config with the other readers. Bounded (oldest entries dropped first); only values that
+ * were read successfully are kept, so errors are raised as before.
+ */
+export class StoredValueMemo {
+  private readonly map = new Map<string, MemoEntry>();
+
+  constructor(private readonly max = 1024) {}
+
+  private lookup(botId: string, raw: readonly unknown[]): MemoEntry | undefined {
+    const e = this.map.get(botId);
+    if (e === undefined || e.raw.length !== raw.length) return undefined;
+    for (let i = 0; i < raw.length; i++) if (e.raw[i] !== raw[i]) return undefined;
+    return e;
+  }
+
+  private remember(botId: string, raw: readonly unknown[], cfg: BotConfig): MemoEntry {
+    const e: MemoEntry = { raw, cfg: deepFreeze(cfg) };
+    // Strings only: a parsed or binary column (some drivers) is not compared, nor kept.
+    if (!raw.every((v) => typeof v === 'string')) return e;
+    if (this.map.size >= this.max && !this.map.has(botId)) {
+      const oldest = this.map.keys().next();
+      if (!oldest.done) this.map.delete(oldest.value);
+    }
+    this.map.set(botId, e);
+    return e;
+  }
+
+  /** The (frozen) config of a stored value; `read` decodes and checks it when it is new. */
+  config(botId: string, raw: readonly unknown[], read: () => BotConfig): BotConfig {
+    return (this.lookup(botId, raw) ?? this.remember(botId, raw, read())).cfg;
+  }
+
+  /** The config's app_id and JSON text; `read` decodes and checks the value when it is new. */
+  text(
+    botId: string,
+    raw: readonly unknown[],
+    read: () => BotConfig,
+  ): { appId: string; text: string } {
+    const e = this.lookup(botId, raw) ?? this.remember(botId, raw, read());
+    e.text ??= JSON.stringify(e.cfg);
+    return { appId: e.cfg.app_id, text: e.text };
+  }
+}
+
+/** The column values of a row in table order (app_id, bot_id, then the JSON columns). */
+export function rowValues(row: BotConfigRow): unknown[] {
+  return [
+    row.app_id,
+    row.bot_id,
+    row.knowledge_config,
+    row.model_config,
+    row.regular_config,
+    row.tool_ids,
+    row.mcp_server_ids,
+    row.mcp_server_urls,
+    row.flow_ids,
+  ];
+}

@@ -21,7 +21,7 @@
 // every hit) and making a re-create answer 40053 (issue 13).
 import { AgentError, CODES } from '../agent/errors.js';
 import type { Logger } from '../telemetry/logger.js';
-import { fromCacheValue, toCacheValue, type BotConfig } from './bot-config.js';
+import { fromCacheValue, StoredValueMemo, toCacheValue, type BotConfig } from './bot-config.js';
 import type { RedisCache } from './redis-cache.js';
 import { probe, type BotStore } from './types.js';
 
@@ -37,6 +37,8 @@ export class CachedBotStore implements BotStore {
   readonly kind: string;
   private lastWarn = 0;
   private suppressed = 0;
+  /** Cached values read recently (a hit of the same value parses nothing). */
+  private readonly memo = new StoredValueMemo();
 
   constructor(
     private readonly db: BotStore,
@@ -74,7 +76,7 @@ export class CachedBotStore implements BotStore {
     const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {
-      const cfg = fromCacheValue(raw);
+      const cfg = this.memo.config(botId, [raw], () => fromCacheValue(raw));
       return cfg.app_id === appId ? cfg : null;
     }
     const cfg = await this.db.get(appId, botId);
@@ -86,6 +88,26 @@ export class CachedBotStore implements BotStore {
       }
     }
     return cfg;
+  }
+
+  async getText(appId: string, botId: string): Promise<string | null> {
+    const missedAt = performance.now();
+    const raw = await this.cached(botId, 'read');
+    if (raw) {
+      const hit = this.memo.text(botId, [raw], () => fromCacheValue(raw));
+      return hit.appId === appId ? hit.text : null;
+    }
+    const cfg = await this.db.get(appId, botId);
+    if (!cfg) return null;
+    const text = toCacheValue(cfg);
+    if (raw !== undefined && performance.now() - missedAt < this.cache.fillWindowMs) {
+      try {
+        await this.cache.populate(botId, text);
+      } catch (err) {
+        this.warn('cache population', err);
+      }
+    }
+    return text;
   }
 
   async create(cfg: BotConfig): Promise<boolean> {

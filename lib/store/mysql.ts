@@ -32,6 +32,8 @@ import {
   encodeColumns,
   fromRow,
   JSON_COLUMNS,
+  rowValues,
+  StoredValueMemo,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -98,6 +100,7 @@ type Row = BotConfigRow & RowDataPacket;
 export class MysqlBotStore implements BotStore {
   readonly kind = 'mysql';
   private readonly ids = new Snowflake();
+  private readonly memo = new StoredValueMemo();
   private readonly table: string;
   private schema: Promise<void> | null = null;
   private schemaReady = false;
@@ -248,6 +251,17 @@ export class MysqlBotStore implements BotStore {
   }
 
   async get(appId: string, botId: string): Promise<BotConfig | null> {
+    const row = await this.row(appId, botId);
+    return row ? this.memo.config(botId, rowValues(row), () => fromRow(row)) : null;
+  }
+
+  async getText(appId: string, botId: string): Promise<string | null> {
+    const row = await this.row(appId, botId);
+    if (!row) return null;
+    return this.memo.text(botId, rowValues(row), () => fromRow(row)).text;
+  }
+
+  private async row(appId: string, botId: string): Promise<Row | undefined> {
     let rows: Row[];
     try {
       rows = await this.query<Row[]>(this.selectSql, [appId, botId]);
@@ -257,7 +271,7 @@ export class MysqlBotStore implements BotStore {
       if (!isTransientDbError(err)) throw err;
       rows = await this.query<Row[]>(this.selectSql, [appId, botId]);
     }
-    return rows[0] ? fromRow(rows[0]) : null;
+    return rows[0];
   }
 
   private insertValues(cfg: BotConfig): string[] {

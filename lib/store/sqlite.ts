@@ -15,6 +15,8 @@ import {
   encodeColumns,
   fromRow,
   JSON_COLUMNS,
+  rowValues,
+  StoredValueMemo,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -69,6 +71,7 @@ const COLS = ['app_id', 'bot_id', ...JSON_COLUMNS].join(', ');
 export class SqliteBotStore implements BotStore {
   readonly kind = 'sqlite';
   private readonly ids = new Snowflake();
+  private readonly memo = new StoredValueMemo();
   private readonly stmts: {
     get: BetterSqlite3.Statement<[string, string], BotConfigRow>;
     insert: BetterSqlite3.Statement<Record<string, unknown>>;
@@ -120,7 +123,13 @@ export class SqliteBotStore implements BotStore {
 
   async get(appId: string, botId: string): Promise<BotConfig | null> {
     const row = this.stmts.get.get(appId, botId);
-    return row ? fromRow(row) : null;
+    return row ? this.memo.config(botId, rowValues(row), () => fromRow(row)) : null;
+  }
+
+  async getText(appId: string, botId: string): Promise<string | null> {
+    const row = this.stmts.get.get(appId, botId);
+    if (!row) return null;
+    return this.memo.text(botId, rowValues(row), () => fromRow(row)).text;
   }
 
   async create(cfg: BotConfig): Promise<boolean> {

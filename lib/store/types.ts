@@ -9,6 +9,11 @@ export interface BotStore {
   /** The config of `bot_id` owned by `app_id`, or null (absent, or owned by another app). */
   get(appId: string, botId: string): Promise<BotConfig | null>;
   /**
+   * The same read as `get`, as the JSON text of the config (what GET bot-config answers in
+   * `data`); a backend may answer it from a memo of the stored value's text.
+   */
+  getText?(appId: string, botId: string): Promise<string | null>;
+  /**
    * Inserts a new config. false when a config with this bot_id already exists; the database
    * decides (a unique index, or a database lock), so of concurrent creates exactly one wins.
    */

@@ -1,18 +1,32 @@
-// Issue 5 figures: GET /agent/v1/bot-config throughput and p99, 2 workers, 50 connections, on
-// SQLite, MySQL and MySQL + Redis, each as a ratio to GET /health of the same service in the
-// same run (interleaved: health, bot-config, health, bot-config). MySQL is TEST_MYSQL_URL (else
-// mysql://root@127.0.0.1:3306/test, a scratch database dropped afterwards); Redis is
-// TEST_REDIS_URL (else redis://127.0.0.1:6379). A backend that cannot be reached is reported
-// and skipped.
+// Issue 5 and 14 figures: GET /agent/v1/bot-config, 2 workers, 50 connections, on SQLite, MySQL
+// and MySQL + Redis (cache hit), each side by side with GET /health of the same service in the
+// same run (interleaved rounds: health, bot-config, health, ...; medians): throughput, p99, and
+// the CPU time per request of the whole process tree (primary, workers, spare; user + system
+// from /proc), printed as the ratio to /health's (issue 14: <= 2.5, p99 < 10 ms). MySQL is
+// TEST_MYSQL_URL (else mysql://root@127.0.0.1:3306/test, a scratch database dropped afterwards);
+// Redis is TEST_REDIS_URL (else redis://127.0.0.1:6379). A backend that cannot be reached is
+// reported and skipped.
 import { Redis } from 'ioredis';
 import { sampleConfig } from '../support/bot-config.js';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { request, startService } from '../support/service.js';
-import { fmt, load, percentile, type Bench, type LoadResult } from './lib.js';
+import {
+  fmt,
+  load,
+  percentile,
+  processTree,
+  treeCpuMs,
+  type Bench,
+  type LoadResult,
+} from './lib.js';
 
 interface Case {
   name: string;
   env: Record<string, string>;
+}
+
+interface Round extends LoadResult {
+  cpuUs: number;
 }
 
 async function measure(c: Case, duration: number, rounds: number) {
@@ -33,27 +47,40 @@ async function measure(c: Case, duration: number, rounds: number) {
     if (check.code !== 0) throw new Error(`${c.name}: GET answered code ${check.code}`);
     const url = `http://127.0.0.1:${svc.port}`;
     await load(`${url}${path}`, { duration: 1 }); // warm-up (fills the cache, the pools)
-    const health: LoadResult[] = [];
-    const cfg: LoadResult[] = [];
+    await load(`${url}/health`, { duration: 1 });
+    const tree = processTree(svc.proc.pid!);
+    const measured = async (target: string): Promise<Round> => {
+      const c0 = treeCpuMs(tree);
+      const r = await load(target, { duration });
+      return { ...r, cpuUs: ((treeCpuMs(tree) - c0) * 1000) / r.requests };
+    };
+    const health: Round[] = [];
+    const cfg: Round[] = [];
     for (let i = 0; i < rounds; i++) {
-      health.push(await load(`${url}/health`, { duration }));
-      cfg.push(await load(`${url}${path}`, { duration }));
+      health.push(await measured(`${url}/health`));
+      cfg.push(await measured(`${url}${path}`));
     }
     for (const r of [...health, ...cfg]) {
       if (r.errors + r.non2xx > 0)
         throw new Error(`${c.name}: ${r.errors} errors, ${r.non2xx} non-2xx`);
     }
     await request(svc.port, path, { method: 'DELETE' });
-    const med = (rs: LoadResult[], k: 'rps' | 'p99') =>
+    const med = (rs: Round[], k: 'rps' | 'p99' | 'cpuUs') =>
       percentile(
         rs.map((r) => r[k]),
         50,
       );
+    // The ratio per round (health and bot-config measured back to back), then its median.
+    const ratios = cfg.map((r, i) => r.cpuUs / health[i]!.cpuUs);
     return {
       health: med(health, 'rps'),
       healthP99: med(health, 'p99'),
+      healthCpu: med(health, 'cpuUs'),
       rps: med(cfg, 'rps'),
       p99: med(cfg, 'p99'),
+      cpu: med(cfg, 'cpuUs'),
+      ratio: percentile(ratios, 50),
+      ratioSpread: [Math.min(...ratios), Math.max(...ratios)],
     };
   } finally {
     await svc.stop();
@@ -65,7 +92,8 @@ const bench: Bench = {
     'GET bot-config on SQLite, MySQL, MySQL + Redis vs GET /health (2 workers, 50 connections)',
   async run() {
     const duration = Number(process.env.BENCH_DURATION ?? 3);
-    const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+    const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
+    const only = process.env.BENCH_CASES?.split(',');
     const cases: Case[] = [{ name: 'SQLite (embedded)', env: {} }];
     const target = mysqlFromEnv() ?? {
       host: '127.0.0.1',
@@ -110,17 +138,19 @@ const bench: Bench = {
     const rows: string[] = [];
     try {
       for (const c of cases) {
+        if (only && !only.some((o) => c.name.toLowerCase().startsWith(o.toLowerCase()))) continue;
         const r = await measure(c, duration, rounds);
         rows.push(
-          `  ${c.name.padEnd(18)} ${fmt(r.rps, 0).padStart(8)} req/s  p99 ${fmt(r.p99, 0).padStart(3)} ms   ` +
-            `/health ${fmt(r.health, 0).padStart(7)} req/s  p99 ${fmt(r.healthP99, 0).padStart(3)} ms   ratio ${fmt(r.rps / r.health, 2)}`,
+          `  ${c.name.padEnd(18)} ${fmt(r.rps, 0).padStart(7)} req/s  p99 ${fmt(r.p99, 0).padStart(3)} ms  ${fmt(r.cpu, 0).padStart(4)} µs CPU/req   ` +
+            `/health ${fmt(r.health, 0).padStart(6)} req/s  p99 ${fmt(r.healthP99, 0).padStart(3)} ms  ${fmt(r.healthCpu, 0).padStart(3)} µs   ` +
+            `CPU ratio ${fmt(r.ratio, 2)} (rounds ${fmt(r.ratioSpread[0]!, 2)}-${fmt(r.ratioSpread[1]!, 2)}; target <= 2.5)  req/s ratio ${fmt(r.rps / r.health, 2)}`,
         );
       }
     } finally {
       await db?.drop();
     }
     console.log(
-      `GET /agent/v1/bot-config, 2 workers, 50 connections, ${duration}s x${rounds} interleaved with /health (median):`,
+      `GET /agent/v1/bot-config, 2 workers, 50 connections, ${duration}s x${rounds} interleaved with /health (medians; CPU per request of the whole process tree; p99 target < 10 ms):`,
     );
     for (const row of rows) console.log(row);
   },

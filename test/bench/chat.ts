@@ -187,11 +187,15 @@ const bench: Bench = {
       console.log(
         `machine: ${process.env.BENCH_NOTE ?? 'shared 2-core machine (other jobs running)'}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
       );
-      for (const [c, n, spread, label] of [
-        [1, 60, 0, '1 stream at a time'],
-        [50, 1200, 1000, '50 concurrent streams, steady (starts spread over 1 s)'],
-        [50, 600, 0, '50 concurrent streams, burst (50 requests arriving at once)'],
-      ] as const) {
+      const parts = (process.env.BENCH_CHAT_PARTS ?? 'ttft,cost,open,client').split(',');
+      if (parts.includes('cost')) await streamCost(svc.port, api, agent, pids);
+      for (const [c, n, spread, label] of (parts.includes('ttft')
+        ? [
+            [1, 60, 0, '1 stream at a time'],
+            [50, 1200, 1000, '50 concurrent streams, steady (starts spread over 1 s)'],
+            [50, 600, 0, '50 concurrent streams, burst (50 requests arriving at once)'],
+          ]
+        : []) as [number, number, number, string][]) {
         const d: Sample[] = [];
         const a: Sample[] = [];
         let workerCpu = 0;
@@ -242,6 +246,11 @@ const bench: Bench = {
       }
 
       // --- 1000 concurrent open streams ------------------------------------------------------
+      if (!parts.includes('open')) {
+        agent.destroy();
+        if (parts.includes('client')) await compareClients(api);
+        return;
+      }
       await sleep(1000);
       const idle = pids.map(rssMb);
       const N = 1000;
@@ -284,13 +293,62 @@ const bench: Bench = {
       );
       agent.destroy();
 
-      await compareClients(api);
+      if (parts.includes('client')) await compareClients(api);
     } finally {
       await svc.stop();
       upstream.proc.kill('SIGTERM');
     }
   },
 };
+
+/**
+ * What a stream costs the workers, split into its set-up and its tokens: worker CPU per stream
+ * (user + system, both workers) of unpaced 10-chunk and 100-chunk streams, 10 concurrent, in
+ * interleaved rounds; per token = (CPU(100) - CPU(10)) / 90, set-up = CPU(10) - 10 x per token.
+ */
+async function streamCost(
+  port: number,
+  api: string,
+  agent: http.Agent,
+  pids: number[],
+): Promise<void> {
+  const app = 'bench_app';
+  for (const n of [10, 100])
+    await createBot(port, app, `bench_c${n}`, { domain: `chunks-${n}`, api });
+  const one = (bot: string) => () =>
+    stream(
+      agent,
+      port,
+      '/agent/v1/chat/completions',
+      JSON.stringify({ bot_id: bot, stream: true, messages: [{ role: 'user', content: 'count' }] }),
+      { 'x-consumer-username': app },
+    );
+  await batch(200, 10, one('bench_c10'));
+  await batch(100, 10, one('bench_c100'));
+  const N = 150;
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 8);
+  const perStream: Record<number, number[]> = { 10: [], 100: [] };
+  let bad = 0;
+  for (let r = 0; r < rounds; r++) {
+    for (const n of r % 2 ? [100, 10] : [10, 100]) {
+      const c0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+      const out = await batch(N, 10, one(`bench_c${n}`));
+      bad += out.filter((x) => !x.ok).length;
+      perStream[n]!.push((pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - c0) / N);
+    }
+  }
+  const tokenUs = perStream[100]!.map((v, i) => ((v - perStream[10]![i]!) / 90) * 1000);
+  const setupUs = perStream[10]!.map((v, i) => v * 1000 - 10 * tokenUs[i]!);
+  console.log(
+    `\nworker CPU of a stream, unpaced 10- and 100-chunk streams, 10 concurrent, ${rounds} interleaved rounds of ${N}, errors: ${bad}:`,
+  );
+  console.log(
+    `  per stream: 10 chunks ${fmt(p(perStream[10]!, 50), 3)} ms, 100 chunks ${fmt(p(perStream[100]!, 50), 3)} ms (medians)`,
+  );
+  console.log(
+    `  set-up ${fmt(p(setupUs, 50), 0)} µs per stream (rounds p25-p75 ${fmt(p(setupUs, 25), 0)}-${fmt(p(setupUs, 75), 0)}), per token ${fmt(p(tokenUs, 50), 1)} µs (p25-p75 ${fmt(p(tokenUs, 25), 1)}-${fmt(p(tokenUs, 75), 1)})`,
+  );
+}
 
 /**
  * The LLM client alone, in this process: ours against the openai SDK (which it replaced), side

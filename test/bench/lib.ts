@@ -1,6 +1,7 @@
 // Shared benchmark helpers.
 import autocannon from 'autocannon';
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 export interface Bench {
   title: string;
@@ -99,4 +100,34 @@ export async function wrkLoad(
     p50: lat('50'),
     p99: lat('99'),
   };
+}
+
+/** CPU time (user + system, ms) of a process, from /proc; 0 once it is gone. */
+export function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ = 100
+  } catch {
+    return 0;
+  }
+}
+
+/** A process and its descendants, as the kernel sees them now. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      const kids = readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim();
+      if (kids) out.push(...kids.split(/\s+/).map(Number));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** CPU time (ms) of a process tree (the primary, its workers, the spare) so far. */
+export function treeCpuMs(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + procCpuMs(pid), 0);
 }

@@ -40,6 +40,8 @@ export interface RunOptions {
   cwd?: string;
   /** Its own process group (pgid = the primary's pid), e.g. to stop the whole group. */
   detached?: boolean;
+  /** Node options before the CLI's path (e.g. `--cpu-prof`; workers inherit them). */
+  nodeArgs?: string[];
 }
 
 export class Service {
@@ -68,12 +70,16 @@ export class Service {
     for (const [k, v] of Object.entries(opts.env ?? {}))
       if (v === '' && k.startsWith('SERVICE_')) delete env[k];
     this.detached = opts.detached === true;
-    this.proc = spawn(process.execPath, [CLI, ...(opts.args ?? ['start'])], {
-      cwd,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: opts.detached === true,
-    });
+    this.proc = spawn(
+      process.execPath,
+      [...(opts.nodeArgs ?? []), CLI, ...(opts.args ?? ['start'])],
+      {
+        cwd,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: opts.detached === true,
+      },
+    );
     const collect = (into: string[], parse: boolean) => {
       let buf = '';
       return (chunk: Buffer) => {

@@ -3,7 +3,13 @@
 // body (spec 3.4) with HTTP 200, not the original's HTTP 500 (defect D1); POST and PUT answer
 // code 0 with the stored config (defect D2). The body is read (up to SERVICE_MAX_BODY_SIZE,
 // else 413 from the error handler) on POST and PUT only.
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+//
+// Lean by design (issue 14): the routes sit on the app's router itself (no mounted sub-router),
+// answers are written directly (one JSON.stringify, no res.json machinery), a GET answers from
+// the store's text of the config (memoised per stored value: a cache hit parses nothing), and a
+// sid is made only when something is logged.
+import type { ServerResponse } from 'node:http';
+import type { Express, Request, RequestHandler, Response } from 'express';
 import { AgentError, CODES, DataError } from '../../agent/errors.js';
 import { model, str, validateParams } from '../../schema/schema.js';
 import { botConfigSchema, type BotConfig } from '../../store/bot-config.js';
@@ -25,30 +31,44 @@ function errorText(err: unknown): string {
   return e?.message || e?.errors?.[0]?.message || e?.code || String(err);
 }
 
+const JSON_TYPE = 'application/json; charset=utf-8';
+const SUCCESS_PREFIX = `{"code":${CODES.SUCCESS.code},"message":${JSON.stringify(CODES.SUCCESS.message)},"data":`;
+
+/** HTTP 200 with a JSON body (the headers res.json would send, without its machinery). */
+function send200(res: ServerResponse, body: string): void {
+  res.writeHead(200, { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 function queryOf(req: Request): URLSearchParams {
   const url = req.originalUrl ?? req.url;
   const q = url.indexOf('?');
   return new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
 }
 
-export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router {
+/** Mounts the bot-config routes on the app. */
+export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStore }): void {
   const store = deps.botStore;
   const sids = sidsFor(deps);
   const readBody = rawBody(deps.settings.SERVICE_MAX_BODY_SIZE);
 
   const general = (res: Response, code: number, message: string, data: unknown = null) => {
-    res.status(200).json({ code, message, data });
+    send200(res, JSON.stringify({ code, message, data }));
   };
 
-  /** Runs an operation and turns every outcome into its answer; nothing escapes to crash. */
+  /**
+   * Runs an operation and turns every outcome into its answer; nothing escapes to crash. `run`
+   * answers the config (or null), or, as a string, the config's JSON text.
+   */
   const handle =
-    (op: string, run: (req: Request) => Promise<BotConfig | null>): RequestHandler =>
+    (op: string, run: (req: Request) => Promise<BotConfig | string | null>): RequestHandler =>
     async (req, res) => {
-      const sid = sids.next();
       try {
         const data = await run(req);
-        general(res, CODES.SUCCESS.code, CODES.SUCCESS.message, data);
+        if (typeof data === 'string') send200(res, `${SUCCESS_PREFIX}${data}}`);
+        else general(res, CODES.SUCCESS.code, CODES.SUCCESS.message, data);
       } catch (err) {
+        const sid = sids.next();
         if (answerUnreadable(res, err, sid)) return;
         if (err instanceof AgentError) {
           if (err.code === CODES.REDIS_PING.code || err.code === CODES.BOT_CONFIG_DELETE.code) {
@@ -84,9 +104,8 @@ export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router 
     validateBody(botConfigSchema, req.body as Buffer | undefined, req.headers['content-type']);
   const ids = (req: Request) => validateParams(idsSchema, 'query', queryOf(req));
 
-  const router = Router();
-  router
-    .route('/')
+  app
+    .route(BOT_CONFIG_PATH)
     .post(
       readBody,
       handle('create', async (req) => {
@@ -106,7 +125,9 @@ export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router 
     .get(
       handle('read', async (req) => {
         const { app_id, bot_id } = ids(req);
-        const cfg = await store.get(app_id, bot_id);
+        const cfg = store.getText
+          ? await store.getText(app_id, bot_id)
+          : await store.get(app_id, bot_id);
         if (!cfg) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
         return cfg;
       }),
@@ -119,5 +140,4 @@ export function botConfigRouter(deps: AppDeps & { botStore: BotStore }): Router 
       }),
     )
     .all(methodNotAllowed('GET, POST, PUT, DELETE'));
-  return router;
 }

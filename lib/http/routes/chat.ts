@@ -3,7 +3,7 @@
 // answers SSE (spec 4.2: one-line JSON chunks, the stop chunk, `data: [DONE]`), `stream:false`
 // one aggregated chat.completion (spec 4.4). Business errors never change the status (4.3).
 // A client that goes away aborts the run and the upstream request; nothing more is written.
-import { Router, type Request, type Response } from 'express';
+import type { Express, Request, Response } from 'express';
 import { Aggregator } from '../../agent/chunks.js';
 import { validateCompletion } from '../../agent/request.js';
 import type { ChatService } from '../../agent/service.js';
@@ -15,7 +15,8 @@ import { abortOnClose, SSE_HEADERS, stallPolicy, streamSse, validateOrAnswer } f
 
 export const CHAT_PATH = '/agent/v1/chat/completions';
 
-export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
+/** Mounts the route on the app's own router (no mounted sub-router). */
+export function mountChat(app: Express, deps: AppDeps & { chat: ChatService }): void {
   const chat = deps.chat;
   const sids = sidsFor(deps);
 
@@ -53,10 +54,8 @@ export function chatRouter(deps: AppDeps & { chat: ChatService }): Router {
     res.status(200).json(answer);
   };
 
-  const router = Router();
-  router
-    .route('/')
+  app
+    .route(CHAT_PATH)
     .post(rawBody(deps.settings.SERVICE_MAX_BODY_SIZE), handler)
     .all(methodNotAllowed('POST'));
-  return router;
 }

@@ -4,7 +4,7 @@
 // part of the contract) and the SSE framing of spec 4.2: one-line JSON chunks, the stop chunk,
 // `data: [DONE]`. The workflow engine reads it line by line until `finish_reason: "stop"`.
 // A client that goes away aborts the run, its plugin calls and the upstream LLM request.
-import { Router, type Request, type Response } from 'express';
+import type { Express, Request, Response } from 'express';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
 import type { ChatService } from '../../agent/service.js';
 import { serverSpanContext } from '../../telemetry/tracing.js';
@@ -21,9 +21,11 @@ export const CUSTOM_STREAM_HEADERS = {
   'X-Accel-Buffering': 'no',
 } as const;
 
-export function customChatRouter(
+/** Mounts the route on the app's own router (no mounted sub-router). */
+export function mountCustomChat(
+  app: Express,
   deps: AppDeps & { chat: ChatService; custom: CustomDeps },
-): Router {
+): void {
   const { chat, custom } = deps;
   const sids = sidsFor(deps);
 
@@ -55,10 +57,8 @@ export function customChatRouter(
     );
   };
 
-  const router = Router();
-  router
-    .route('/')
+  app
+    .route(CUSTOM_CHAT_PATH)
     .post(rawBody(deps.settings.SERVICE_MAX_BODY_SIZE), handler)
     .all(methodNotAllowed('POST'));
-  return router;
 }
