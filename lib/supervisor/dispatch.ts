@@ -15,6 +15,13 @@ import type { Logger } from '../telemetry/logger.js';
 
 /** Connections that may wait for a serving worker; past it, new ones are closed at once. */
 export const DISPATCH_QUEUE_MAX = 4096;
+/**
+ * A worker that has not acknowledged a handoff for this long is stalled (stopped, or its event
+ * loop blocked): it gets no more connections while another worker answers. Those it was handed
+ * are answered when it resumes, or go to another worker if it is killed as hung. An
+ * acknowledgement normally takes well under a millisecond.
+ */
+export const STALL_MS = 100;
 
 interface Target {
   worker: Worker;
@@ -22,6 +29,8 @@ interface Target {
   open: number;
   /** Handed over, not yet acknowledged. */
   pending: number;
+  /** When each unacknowledged handoff was sent (acks come back in order). */
+  sentAt: number[];
   serving: boolean;
 }
 
@@ -95,7 +104,7 @@ export class Dispatcher {
     for (const w of serving) {
       const t = this.targets.get(w.id);
       if (t) t.serving = true;
-      else this.targets.set(w.id, { worker: w, open: 0, pending: 0, serving: true });
+      else this.targets.set(w.id, { worker: w, open: 0, pending: 0, sentAt: [], serving: true });
     }
     for (const [id, t] of this.targets) if (!ids.has(id)) t.serving = false;
     this.order = [
@@ -133,6 +142,7 @@ export class Dispatcher {
     this.pending.delete(msg.id);
     if (t) {
       t.pending--;
+      t.sentAt.shift();
       t.open = msg.open;
     }
     if (msg.ok) {
@@ -176,8 +186,16 @@ export class Dispatcher {
     this.dispatch(socket);
   }
 
-  /** The serving worker with the fewest connections; among equals, the next in turn. */
+  /**
+   * The serving worker with the fewest connections; among equals, the next in turn. A stalled
+   * worker only when every serving worker is.
+   */
   private pick(): Target | undefined {
+    const now = performance.now();
+    return this.pickFrom(now, true) ?? this.pickFrom(now, false);
+  }
+
+  private pickFrom(now: number, skipStalled: boolean): Target | undefined {
     const n = this.order.length;
     let best: Target | undefined;
     let bestAt = 0;
@@ -185,6 +203,7 @@ export class Dispatcher {
       const at = (this.turn + i) % n;
       const t = this.targets.get(this.order[at]!);
       if (!t?.serving) continue;
+      if (skipStalled && t.sentAt.length > 0 && now - t.sentAt[0]! > STALL_MS) continue;
       if (!best || t.open + t.pending < best.open + best.pending) {
         best = t;
         bestAt = at;
@@ -204,12 +223,14 @@ export class Dispatcher {
     const id = ++this.seq;
     this.pending.set(id, { socket, workerId: target.worker.id });
     target.pending++;
+    target.sentAt.push(performance.now());
     const msg: ConnMessage = { t: 'conn', id };
     const failed = (err: Error | null) => {
       if (!err || !this.pending.has(id)) return;
       // The channel is closing (the worker is dying): the connection goes elsewhere now.
       this.pending.delete(id);
       target.pending--;
+      target.sentAt.shift();
       target.serving = false;
       this.counts.redispatched++;
       this.dispatch(socket);

@@ -112,6 +112,35 @@ describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', func
     expect(await metric(svc.port, 'astron_agent_connections_redispatched_total')).to.be.at.least(3);
   });
 
+  it('a stopped worker is handed connections for at most its first 100 ms; they are answered when it resumes', async () => {
+    svc = await startService({ env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0' } });
+    await svc.waitReady();
+    const [victim, other] = svc.readyWorkerPids();
+    process.kill(victim!, 'SIGSTOP');
+    try {
+      const answers: Promise<number>[] = [];
+      for (let i = 0; i < 30; i++) {
+        const s = connect(svc.port);
+        open.push(s);
+        answers.push(healthOn(s, 15000));
+        await sleep(20);
+      }
+      await sleep(500);
+      process.kill(victim!, 'SIGCONT');
+      const pids = await Promise.all(answers);
+      const onVictim = pids.filter((p) => p === victim).length;
+      // 30 connections 20 ms apart: the ones of the first 100 ms at most (one in two), then none.
+      expect(onVictim).to.be.within(1, 4);
+      expect(pids.filter((p) => p === other).length).to.equal(30 - onVictim);
+    } finally {
+      try {
+        process.kill(victim!, 'SIGCONT');
+      } catch {
+        // gone
+      }
+    }
+  });
+
   it('a worker draining on its own (SIGTERM to it) gets no new connection; nothing is refused', async () => {
     svc = await startService({
       env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0', AGENT_TEST_HOOKS: '1' },
