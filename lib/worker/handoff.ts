@@ -38,6 +38,9 @@ export function acceptFromPrimary(
       opts.send({ t: 'conn-ack', id: m.id, ok: false, open });
       return;
     }
+    // What net.Server does for the sockets it accepts (http.Server's noDelay default): without it
+    // Nagle's algorithm holds small writes (an SSE chunk) for the peer's delayed ACK, ~40 ms.
+    socket.setNoDelay(true);
     open++;
     socket.once('close', () => {
       open--;
