@@ -1,4 +1,4 @@
-// SERVICE_SCHEDULING=leastconn (the default): the primary owns the port and hands connections to
+// SERVICE_SCHEDULING=leastconn: the primary owns the port and hands connections to
 // the worker with the fewest; one that a worker could not take goes to another; the port stays
 // open while every worker restarts. Real processes, real sockets, real signals.
 import { expect } from 'chai';
@@ -39,7 +39,7 @@ async function metric(port: number, name: string): Promise<number> {
   return new Exposition(res.body).value(name) ?? NaN;
 }
 
-describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', function () {
+describe('connection dispatch (SERVICE_SCHEDULING=leastconn)', function () {
   let svc: Service | undefined;
   const open: net.Socket[] = [];
   afterEach(async () => {
@@ -49,7 +49,7 @@ describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', func
   });
 
   it('200 keep-alive connections opened one after another: 100/100 over 2 workers', async () => {
-    svc = await startService({ env: { SERVICE_WORKERS: '2' } });
+    svc = await startService({ env: { SERVICE_SCHEDULING: 'leastconn', SERVICE_WORKERS: '2' } });
     await svc.waitReady();
     const byPid = new Map<number, number>();
     for (let i = 0; i < 200; i++) {
@@ -84,7 +84,12 @@ describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', func
 
   it('a connection handed to a worker that dies before taking it is served by another', async () => {
     svc = await startService({
-      env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0', LOG_LEVEL: 'info' },
+      env: {
+        SERVICE_SCHEDULING: 'leastconn',
+        SERVICE_WORKERS: '2',
+        SERVICE_SPARE_WORKERS: '0',
+        LOG_LEVEL: 'info',
+      },
     });
     await svc.waitReady();
     const [stopped, other] = svc.readyWorkerPids();
@@ -113,7 +118,9 @@ describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', func
   });
 
   it('a stopped worker is handed connections for at most its first 100 ms; they are answered when it resumes', async () => {
-    svc = await startService({ env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0' } });
+    svc = await startService({
+      env: { SERVICE_SCHEDULING: 'leastconn', SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0' },
+    });
     await svc.waitReady();
     const [victim, other] = svc.readyWorkerPids();
     process.kill(victim!, 'SIGSTOP');
@@ -143,7 +150,12 @@ describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', func
 
   it('a worker draining on its own (SIGTERM to it) gets no new connection; nothing is refused', async () => {
     svc = await startService({
-      env: { SERVICE_WORKERS: '2', SERVICE_SPARE_WORKERS: '0', AGENT_TEST_HOOKS: '1' },
+      env: {
+        SERVICE_SCHEDULING: 'leastconn',
+        SERVICE_WORKERS: '2',
+        SERVICE_SPARE_WORKERS: '0',
+        AGENT_TEST_HOOKS: '1',
+      },
     });
     await svc.waitReady();
     const [draining] = svc.readyWorkerPids();
@@ -165,7 +177,12 @@ describe('connection dispatch (SERVICE_SCHEDULING=leastconn, the default)', func
 
   it('the port stays open while the only worker restarts: a new connection waits and is answered', async () => {
     svc = await startService({
-      env: { SERVICE_WORKERS: '1', SERVICE_SPARE_WORKERS: '0', LOG_LEVEL: 'info' },
+      env: {
+        SERVICE_SCHEDULING: 'leastconn',
+        SERVICE_WORKERS: '1',
+        SERVICE_SPARE_WORKERS: '0',
+        LOG_LEVEL: 'info',
+      },
     });
     await svc.waitReady();
     const [only] = svc.readyWorkerPids();
