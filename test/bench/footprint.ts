@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { CLI, freePort, ROOT, sleep, startService, tempDir } from '../support/service.js';
-import { fmt, percentile, type Bench } from './lib.js';
+import { fmt, percentile, processTree, type Bench } from './lib.js';
 
 let nextPort = Number(process.env.BENCH_PORT_BASE ?? 0);
 const port = async () => (nextPort > 0 ? nextPort++ : await freePort());
@@ -39,17 +39,8 @@ function childrenCpuMs(): number {
   return (Number(fields[13]) + Number(fields[14])) * 10;
 }
 
-function children(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
+/** A process's children, as the kernel sees them now. */
+const children = (pid: number): number[] => processTree(pid).slice(1);
 
 function get200(p: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -22,16 +22,10 @@ import {
   waitUntil,
   type Service,
 } from '../support/service.js';
-import { fmt, load, percentile, type Bench } from './lib.js';
+import { fmt, load, percentile, procCpuMs, type Bench } from './lib.js';
 
 const POLICIES = ['leastconn', 'none', 'rr'] as const;
 type Policy = (typeof POLICIES)[number];
-
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
 
 async function withService<T>(
   policy: Policy,
@@ -380,13 +374,13 @@ async function throughput(svc: Service) {
   const url = `http://127.0.0.1:${svc.port}/health`;
   const primary = svc.proc.pid!;
   const keep = await load(url, { connections: 50, duration: 4 });
-  const c0 = cpuMs(primary);
+  const c0 = procCpuMs(primary);
   const close = await load(url, {
     connections: 50,
     duration: 4,
     headers: { Connection: 'close' },
   });
-  const primaryCpu = cpuMs(primary) - c0;
+  const primaryCpu = procCpuMs(primary) - c0;
   return { keep, close, primaryUsPerConn: (primaryCpu * 1000) / Math.max(1, close.requests) };
 }
 
