@@ -18,11 +18,22 @@ export function acceptFromPrimary(
   server.emit('listening');
   let open = 0;
   let report: NodeJS.Timeout | undefined;
+  let reportedAt = -Infinity;
   // Closes are reported at most every CLOSE_REPORT_MS, not once each: with one connection per
   // request that would double the primary's IPC per connection, and each ack carries the count.
+  // The first close after a quiet spell is reported at once, the rest of a burst at the end of
+  // the interval: a mass close moves the counts at once, not 20 ms later.
   const sendReport = () => {
     report = undefined;
+    reportedAt = performance.now();
     opts.send({ t: 'conns', open });
+  };
+  const closed = () => {
+    open--;
+    if (report) return;
+    const wait = reportedAt + CLOSE_REPORT_MS - performance.now();
+    if (wait <= 0) sendReport();
+    else report = setTimeout(sendReport, wait).unref();
   };
   process.on('message', (m: unknown, handle: unknown) => {
     if (!isConnMessage(m)) return;
@@ -42,10 +53,7 @@ export function acceptFromPrimary(
     // Nagle's algorithm holds small writes (an SSE chunk) for the peer's delayed ACK, ~40 ms.
     socket.setNoDelay(true);
     open++;
-    socket.once('close', () => {
-      open--;
-      report ??= setTimeout(sendReport, CLOSE_REPORT_MS).unref();
-    });
+    socket.once('close', closed);
     server.emit('connection', socket);
     opts.send({ t: 'conn-ack', id: m.id, ok: true, open });
   });
