@@ -27,9 +27,7 @@ interface Target {
   worker: Worker;
   /** Open connections, as the worker last reported them. */
   open: number;
-  /** Handed over, not yet acknowledged. */
-  pending: number;
-  /** When each unacknowledged handoff was sent (acks come back in order). */
+  /** When each handoff not yet acknowledged was sent (acks come back in order). */
   sentAt: number[];
   serving: boolean;
 }
@@ -104,7 +102,7 @@ export class Dispatcher {
     for (const w of serving) {
       const t = this.targets.get(w.id);
       if (t) t.serving = true;
-      else this.targets.set(w.id, { worker: w, open: 0, pending: 0, sentAt: [], serving: true });
+      else this.targets.set(w.id, { worker: w, open: 0, sentAt: [], serving: true });
     }
     for (const [id, t] of this.targets) if (!ids.has(id)) t.serving = false;
     this.order = [
@@ -141,7 +139,6 @@ export class Dispatcher {
     if (!p || p.workerId !== worker.id) return true;
     this.pending.delete(msg.id);
     if (t) {
-      t.pending--;
       t.sentAt.shift();
       t.open = msg.open;
     }
@@ -171,7 +168,7 @@ export class Dispatcher {
 
   stats(): DispatchStats {
     const perWorker = new Map<number, number>();
-    for (const [id, t] of this.targets) perWorker.set(id, t.open + t.pending);
+    for (const [id, t] of this.targets) perWorker.set(id, t.open + t.sentAt.length);
     return { ...this.counts, waiting: this.waiting.length, perWorker };
   }
 
@@ -204,7 +201,7 @@ export class Dispatcher {
       const t = this.targets.get(this.order[at]!);
       if (!t?.serving) continue;
       if (skipStalled && t.sentAt.length > 0 && now - t.sentAt[0]! > STALL_MS) continue;
-      if (!best || t.open + t.pending < best.open + best.pending) {
+      if (!best || t.open + t.sentAt.length < best.open + best.sentAt.length) {
         best = t;
         bestAt = at;
       }
@@ -222,14 +219,12 @@ export class Dispatcher {
     }
     const id = ++this.seq;
     this.pending.set(id, { socket, workerId: target.worker.id });
-    target.pending++;
     target.sentAt.push(performance.now());
     const msg: ConnMessage = { t: 'conn', id };
     const failed = (err: Error | null) => {
       if (!err || !this.pending.has(id)) return;
       // The channel is closing (the worker is dying): the connection goes elsewhere now.
       this.pending.delete(id);
-      target.pending--;
       target.sentAt.shift();
       target.serving = false;
       this.counts.redispatched++;

@@ -26,6 +26,7 @@ import type { Logger } from './logger.js';
 import { exportFailureWarning } from './rate-limit.js';
 import { resourceAttributes } from './resource.js';
 import { legacyGenAiWanted, tracingStarted, tracingStopped } from './tracing.js';
+import { within } from './deadline.js';
 
 type TraceSettings = Pick<
   Settings,
@@ -137,13 +138,8 @@ export function startTracing(opts: {
     shutdown(timeoutMs) {
       stopping ??= (async () => {
         tracingStopped();
-        let timer: NodeJS.Timeout | undefined;
-        const deadline = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, timeoutMs);
-        });
         // shutdown() exports what the batch processor holds, then closes the exporter.
-        await Promise.race([provider.shutdown().catch(() => {}), deadline]);
-        clearTimeout(timer);
+        await within(provider.shutdown(), timeoutMs);
       })();
       return stopping;
     },

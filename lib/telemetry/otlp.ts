@@ -39,6 +39,7 @@ import {
   SERVER_ADDRESS,
 } from './semconv.js';
 import { CHAT_DURATION_BUCKETS_MS, type WorkerMetrics } from './metrics.js';
+import { within } from './deadline.js';
 
 type ExportCallback = Parameters<PushMetricExporter['export']>[1];
 type ExportResult = Parameters<ExportCallback>[0];
@@ -264,13 +265,8 @@ export function startOtlp(opts: OtlpOptions): OtlpHandle {
     instanceId,
     shutdown(timeoutMs) {
       stopping ??= (async () => {
-        let timer: NodeJS.Timeout | undefined;
-        const deadline = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, timeoutMs);
-        });
         // shutdown() collects and exports once more, then closes the exporter.
-        await Promise.race([provider.shutdown().catch(() => {}), deadline]);
-        clearTimeout(timer);
+        await within(provider.shutdown(), timeoutMs);
       })();
       return stopping;
     },
