@@ -1,7 +1,7 @@
 // Shared benchmark helpers.
 import autocannon from 'autocannon';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface Bench {
   title: string;
@@ -104,7 +104,19 @@ export async function wrkLoad(
 
 /** CPU time (user + system, ms) of a process, from /proc; 0 once it is gone. */
 export function procCpuMs(pid: number): number {
+  // The scheduler's nanosecond run time of every thread (the JS thread, libuv's pool, V8's GC
+  // helpers); /proc/PID/stat counts in 10 ms ticks, too coarse for rounds of ~1 s of CPU, and is
+  // the fallback where the kernel keeps no schedstat.
   try {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        /* the thread ended */
+      }
+    }
+    if (Number.isFinite(ns) && ns > 0) return ns / 1e6;
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ = 100

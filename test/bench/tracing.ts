@@ -19,12 +19,20 @@ import {
   startRetrievalSpan,
   startToolSpan,
 } from '../../lib/telemetry/genai.js';
-import { startServerSpan } from '../../lib/telemetry/tracing.js';
+import { spawn } from 'node:child_process';
+import { validateSettings } from '../../lib/config/settings.js';
+import { createLogger } from '../../lib/telemetry/logger.js';
+import { startTracing } from '../../lib/telemetry/otlp-traces.js';
+import {
+  injectTraceHeaders,
+  serverSpanContext,
+  startServerSpan,
+} from '../../lib/telemetry/tracing.js';
 import { createBot } from '../support/chat.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { startService, sleep, type Service } from '../support/service.js';
-import { cpuMs, startUpstream } from './chat.js';
-import { fmt, percentile, processTree, treeCpuMs, type Bench } from './lib.js';
+import { startUpstream } from './chat.js';
+import { fmt, percentile, processTree, procCpuMs, treeCpuMs, type Bench } from './lib.js';
 
 const MODEL = 'chunks-50';
 type Kind = 'off' | 'same' | 'on' | 'ratio';
@@ -110,6 +118,73 @@ function noopRun(): void {
   endAgentSpan(agent.span, { code: 0, aborted: false });
 }
 
+/** The span work of one chat stream (server span, invoke_agent, chat {model}, traceparent). */
+function chatStreamSpans(req: http.IncomingMessage): void {
+  const server = startServerSpan(req);
+  const agent = startAgentSpan(serverSpanContext(req), {
+    name: 'bench_bot',
+    sid: 'spk0123456789abcdef',
+    appId: APP,
+    caller: 'bench',
+  });
+  const chat = startChatSpan(agent.context, {
+    provider: 'openai_compatible',
+    model: MODEL,
+    address: '127.0.0.1',
+    port: 40000,
+    messages: [{ role: 'user', content: 'count' }],
+  });
+  const headers: Record<string, string | number> = { 'Content-Type': 'application/json' };
+  injectTraceHeaders(chat.context, headers);
+  endChatSpan(chat.span, {
+    responseId: 'chatcmpl-0123456789',
+    responseModel: MODEL,
+    finishReasons: ['stop'],
+    ttfcS: 0.004,
+  });
+  endAgentSpan(agent.span, { code: 0, aborted: false });
+  server?.end('/agent/v1/chat/completions', 200);
+}
+
+/** An OTLP/HTTP endpoint in another process that reads and drops what it gets. */
+async function startSink(): Promise<{ url: string; stop: () => void }> {
+  const proc = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const s = require('node:http').createServer((q, r) => { q.resume(); q.on('end', () => r.end('{}')); });
+       s.listen(0, '127.0.0.1', () => console.log(s.address().port));`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((res) =>
+    proc.stdout!.once('data', (d: Buffer) => res(Number(d.toString().trim()))),
+  );
+  return { url: `http://127.0.0.1:${port}/v1/traces`, stop: () => proc.kill('SIGTERM') };
+}
+
+/**
+ * CPU µs per call of `fn` in this process, over `rounds` rounds of `n` calls with a pause after
+ * each (the batch processor exports in the background), the last export included.
+ */
+async function cpuPerCall(
+  fn: () => void,
+  n: number,
+  rounds: number,
+  flush: () => Promise<void>,
+): Promise<number> {
+  for (let i = 0; i < n * 5; i++) fn(); // warm-up (JIT)
+  await sleep(100);
+  const c0 = process.cpuUsage();
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < n; i++) fn();
+    await sleep(20);
+  }
+  await flush();
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / (n * rounds);
+}
+
 const bench: Bench = {
   title: 'tracing: worker CPU per chat stream, off vs on (side by side); no-op cost per ReAct run',
   async run() {
@@ -177,10 +252,10 @@ const bench: Bench = {
         const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
         if (round % 2 === 1) order.reverse();
         for (const k of order) {
-          const c0 = cpuMs(pid[k]!);
+          const c0 = procCpuMs(pid[k]!);
           const t0 = treeCpuMs(trees[k]!);
           bad += await batch(N, 10, run(k));
-          per[k].push((cpuMs(pid[k]!) - c0) / N);
+          per[k].push((procCpuMs(pid[k]!) - c0) / N);
           perTree[k].push((treeCpuMs(trees[k]!) - t0) / N);
         }
       }
@@ -230,6 +305,38 @@ const bench: Bench = {
       const c = process.cpuUsage(c0);
       console.log(
         `\ntracing off, in-process: the instrumentation of a ReAct run (11 spans, no provider) costs ${fmt(ns, 0)} ns (CPU ${fmt(((c.user + c.system) * 1000) / runs, 0)} ns) = ${fmt((ns / 1e6 / offMs) * 100, 3)} % of a chat stream's worker CPU`,
+      );
+
+      // --- the SDK's own work per chat stream, in-process -------------------------------------
+      // What the SDK adds to one stream, measured without the noise of a shared machine: the
+      // three spans of a chat stream with the real provider, sampler, batch processor and OTLP
+      // JSON exporter (sending to a sink in another process), CPU of this process only.
+      const sink = await startSink();
+      const handle = startTracing({
+        settings: validateSettings({
+          OTEL_TRACES_EXPORTER: 'otlp',
+          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: sink.url,
+        }),
+        logger: createLogger({ role: 'cli', level: 'error', write: () => {} }),
+        instanceId: 'bench',
+      });
+      const fake = {
+        method: 'POST',
+        url: '/agent/v1/chat/completions',
+        headers: { host: '127.0.0.1:8080', 'user-agent': 'bench' },
+        httpVersion: '1.1',
+        socket: { remoteAddress: '127.0.0.1' },
+      } as unknown as http.IncomingMessage;
+      // Rounds of 400 streams, as in a batch above, so that the exports keep their usual size.
+      const sdkUs = await cpuPerCall(
+        () => chatStreamSpans(fake),
+        400,
+        40,
+        () => handle.shutdown(10_000),
+      );
+      sink.stop();
+      console.log(
+        `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported) costs ${fmt(sdkUs, 1)} µs CPU = ${fmt((sdkUs / 1000 / offMs) * 100, 2)} % of a chat stream's worker CPU (tracing off, above)`,
       );
     } finally {
       await Promise.all(Object.values(services).map((s) => s.stop()));
