@@ -6,6 +6,7 @@ import type { Context } from '@opentelemetry/api';
 import { isPlainObject } from '../schema/object.js';
 import { requestIdHeader } from '../telemetry/context.js';
 import { endRetrievalSpan, startRetrievalSpan } from '../telemetry/genai.js';
+import { injectTraceHeaders } from '../telemetry/tracing.js';
 import { pyJson, type RunnerEvent, type ToolCall } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { RunAbortedError } from './llm.js';
@@ -45,7 +46,7 @@ export class KnowledgeClient {
   async query(q: KnowledgeQuery, signal: AbortSignal, trace?: Context): Promise<unknown> {
     if (q.repoIds.length === 0) return {};
     if (!this.opts.url) throw new AgentError(CODES.INTERNAL, 'CHUNK_QUERY_URL is not set');
-    const { span } = startRetrievalSpan(trace, {
+    const { span, context } = startRetrievalSpan(trace, {
       repoIds: q.repoIds,
       topK: q.topK,
       query: q.query,
@@ -54,7 +55,7 @@ export class KnowledgeClient {
     let answer: unknown;
     let error: unknown;
     try {
-      answer = await this.send(q, signal);
+      answer = await this.send(q, signal, context);
       return answer;
     } catch (err) {
       error = err;
@@ -64,13 +65,18 @@ export class KnowledgeClient {
     }
   }
 
-  private async send(q: KnowledgeQuery, signal: AbortSignal): Promise<unknown> {
+  private async send(q: KnowledgeQuery, signal: AbortSignal, trace?: Context): Promise<unknown> {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs ?? 40_000);
+    const headers: Record<string, string> = {
+      'Content-Type': 'application/json',
+      ...requestIdHeader(),
+    };
+    injectTraceHeaders(trace, headers);
     let res: Response;
     try {
       res = await fetch(this.opts.url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', ...requestIdHeader() },
+        headers,
         body: JSON.stringify(queryBody(q)),
         signal: AbortSignal.any([signal, timeout]),
       });

@@ -263,6 +263,18 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
       expect(c.body.stream_options).to.deep.equal({ include_usage: true });
     }
 
+    // The plugin services get the trace too: the link run and the knowledge query carry their
+    // own span's traceparent (execute_tool, retrieval), the link schema query the run's.
+    const parentsAt = (path: string) =>
+      fake
+        .at(path)
+        .map((q) => /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(q.headers.traceparent)))
+        .filter((m) => m?.[1] === traceId)
+        .map((m) => m![2]);
+    expect(parentsAt('/link/versions')).to.deep.equal([agent.spanId]);
+    expect(parentsAt('/link/run')).to.deep.equal([link.spanId]);
+    expect(parentsAt('/knowledge/query')).to.deep.equal([retrieval.spanId]);
+
     // include_usage: the last chunk before [DONE] has no choices and the run's usage.
     const last = chunks[chunks.length - 1]!;
     expect(last.choices).to.deep.equal([]);
@@ -271,6 +283,42 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
       completion_tokens: 28,
       total_tokens: 72,
     });
+  });
+
+  it('a WebSocket chat continues the trace of its upgrade request: every run under the caller’s span', async () => {
+    const model = `ws-model-${++seq}`;
+    llm.script(model, { plan: [['hello over ws']] });
+    const botId = `bot-ws-${seq}`;
+    await createBot(svc.port, APP, botId, { domain: model, api: llm.url });
+    const traceId = hex(16);
+    const callerSpan = hex(8);
+    const ws = await WsChatClient.open(svc.port, {
+      appId: APP,
+      headers: { traceparent: `00-${traceId}-${callerSpan}-01` },
+    });
+    try {
+      const body = { bot_id: botId, messages: [user('hi')], stream: true };
+      ws.chat('w1', body);
+      ws.chat('w2', body);
+      for (const id of ['w1', 'w2']) expect((await ws.result(id)).chunks.at(-1)!.code).to.equal(0);
+    } finally {
+      ws.ws.close();
+    }
+    // Two runs, each with its LLM call; no HTTP server span (the upgrade is not a request).
+    const spans = await waitForTrace(traceId, 4);
+    const agents = spans.filter((s) => s.name === `invoke_agent ${botId}`);
+    const chats = spans.filter((s) => s.name === `chat ${model}`);
+    expect(spans.map((s) => s.name).sort()).to.deep.equal(
+      [...agents, ...chats].map((s) => s.name).sort(),
+    );
+    expect(agents).to.have.length(2);
+    expect(chats).to.have.length(2);
+    for (const a of agents) expect(a.parentSpanId).to.equal(callerSpan);
+    expect(chats.map((c) => c.parentSpanId).sort()).to.deep.equal(
+      agents.map((a) => a.spanId).sort(),
+    );
+    for (const c of llm.byModel(model))
+      expect(String(c.headers.traceparent)).to.match(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
   });
 
   it('records contents when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on (and only the latest conventions with the opt-in)', async () => {

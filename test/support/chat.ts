@@ -191,8 +191,14 @@ export class WsChatClient {
     });
   }
 
-  static open(port: number, opts: { appId?: string; query?: string } = {}): Promise<WsChatClient> {
-    const headers = opts.appId === undefined ? undefined : { 'x-consumer-username': opts.appId };
+  static open(
+    port: number,
+    opts: { appId?: string; query?: string; headers?: Record<string, string> } = {},
+  ): Promise<WsChatClient> {
+    const headers = {
+      ...(opts.appId === undefined ? {} : { 'x-consumer-username': opts.appId }),
+      ...opts.headers,
+    };
     const ws = new WebSocket(`ws://127.0.0.1:${port}/agent/v1/ws${opts.query ?? ''}`, { headers });
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(new WsChatClient(ws)));

@@ -8,7 +8,9 @@
 // together), and a ReAct run makes several plugin calls per step.
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import type { Context } from '@opentelemetry/api';
 import { requestIdHeader } from '../../telemetry/context.js';
+import { injectTraceHeaders } from '../../telemetry/tracing.js';
 import { pyJson } from '../chunks.js';
 import { AgentError, CODES, type CodeDef } from '../errors.js';
 import { RunAbortedError } from '../llm.js';
@@ -18,6 +20,8 @@ export interface RequestInit {
   method: 'GET' | 'POST';
   headers?: Record<string, string>;
   body?: string;
+  /** The span the call belongs to: its traceparent goes along, so the service's trace continues. */
+  trace?: Context;
 }
 
 /** The plugins' HTTP client: one per worker (its agents keep connections to the services open). */
@@ -48,6 +52,7 @@ export class PluginHttpClient {
       const secure = target.protocol === 'https:';
       const headers: Record<string, string | number> = { ...requestIdHeader(), ...init.headers };
       if (init.body !== undefined) headers['Content-Length'] = Buffer.byteLength(init.body);
+      injectTraceHeaders(init.trace, headers);
       const req = (secure ? https : http).request(
         target,
         { method: init.method, headers, agent: secure ? this.httpsAgent : this.httpAgent, signal },
@@ -80,6 +85,8 @@ export interface CallOptions {
   /** The code of a call that ran past its deadline. */
   timeoutCode: CodeDef;
   signal: AbortSignal;
+  /** The span the call belongs to (see RequestInit.trace). */
+  trace?: Context;
 }
 
 /** A deadline and the caller's signal as one signal; `dispose()` must be called when done. */
@@ -153,7 +160,7 @@ export async function callJson(
   if (opts.signal.aborted) throw new RunAbortedError();
   const d = deadline(opts.signal, opts.timeoutMs);
   try {
-    const res = await opts.client.send(url, init, d.signal);
+    const res = await opts.client.send(url, { ...init, trace: opts.trace }, d.signal);
     const status = res.statusCode ?? 0;
     if (status >= 400) {
       res.resume();

@@ -213,6 +213,7 @@ export async function buildLinkTools(
     timeoutMs: opts.timeoutMs,
     timeoutCode: CODES.LINK_PROTOCOL,
     signal: ctx.signal,
+    trace: ctx.trace,
   };
   const answer = obj(
     await callJson(schemaQueryUrl(opts.versionsUrl, ctx.appId, refs), { method: 'GET' }, call),
@@ -279,6 +280,7 @@ async function* runLink(
       timeoutMs: opts.timeoutMs,
       timeoutCode: CODES.LINK_RUN,
       signal: ctx.signal,
+      trace: ctx.trace,
     },
   );
   yield { observation };

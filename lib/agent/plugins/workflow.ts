@@ -89,6 +89,7 @@ export async function buildWorkflowTools(
     timeoutMs: opts.timeoutMs,
     timeoutCode: CODES.WORKFLOW_CALL,
     signal: ctx.signal,
+    trace: ctx.trace,
   };
   const answers = await Promise.all(
     ids.map((id) => postJson(opts.schemaUrl, { flow_id: id }, call)),
@@ -164,6 +165,7 @@ async function* runWorkflow(
           Authorization: 'Bearer no_need',
         },
         body: JSON.stringify(workflowCallBody(flowId, ctx.uid, args)),
+        trace: ctx.trace,
       },
       d.signal,
     );
