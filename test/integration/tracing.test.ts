@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import type OpenAI from 'openai';
 import { chatRaw, createBot, parseSse, sdk, WsChatClient, type Chunk } from '../support/chat.js';
 import { act, finish, startFakeReactLlm, type FakeReactLlm } from '../support/fake-react-llm.js';
-import { pluginEnv, startFakePlugins, type FakePlugins } from '../support/fake-plugins.js';
+import { pluginEnv, startFakePlugins, wfFrame, type FakePlugins } from '../support/fake-plugins.js';
 import { startRealMcpServer, type RealMcpServer } from '../support/mcp-server.js';
 import { WEATHER_OP } from '../support/openapi.js';
 import { OtlpReceiver, type SpanRecord } from '../support/otlp-receiver.js';
@@ -283,6 +283,57 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
       completion_tokens: 28,
       total_tokens: 72,
     });
+  });
+
+  it('a workflow tool: its schema query and its call carry the trace (run’s and tool’s span)', async () => {
+    const flowId = `flow-trace-${++seq}`;
+    fake.flows.push({
+      id: flowId,
+      name: 'summarise',
+      description: 'Summarises',
+      outputs: [
+        {
+          name: 'AGENT_USER_INPUT',
+          schema: { type: 'string', description: 'input' },
+          required: true,
+        },
+      ],
+      frames: [wfFrame('flow says hi'), wfFrame(null, undefined, 'stop')],
+    });
+    const model = `wf-model-${seq}`;
+    llm.script(model, {
+      plan: [[act('use the flow', 'summarise', { AGENT_USER_INPUT: 'x' })], [finish('done')]],
+      summary: ['Done.'],
+    });
+    const botId = `bot-wf-${seq}`;
+    await createBot(svc.port, APP, botId, {
+      domain: model,
+      api: llm.url,
+      extra: { flow_ids: [flowId] },
+    });
+    const traceId = hex(16);
+    const r = await chatRaw(
+      svc.port,
+      { bot_id: botId, messages: [user('summarise')], stream: true },
+      { 'x-consumer-username': APP, traceparent: `00-${traceId}-${hex(8)}-01` },
+    );
+    expect(parseSse(withoutComments(r.raw)).chunks.at(-1)!.code).to.equal(0);
+    const spans = await waitForTrace(traceId, 6);
+    const agent = spans.find((s) => s.name === `invoke_agent ${botId}`)!;
+    const tool = spans.find((s) => s.name === 'execute_tool summarise')!;
+    expect(tool.attrs['astron_agent.plugin.type']).to.equal('workflow');
+    const parentsAt = (path: string, body: (b: Record<string, unknown>) => boolean) =>
+      fake
+        .at(path)
+        .filter((q) => body(q.body))
+        .map((q) => /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(q.headers.traceparent)))
+        .map((m) => (m?.[1] === traceId ? m[2] : String(m)));
+    expect(parentsAt('/workflow/protocol', (b) => b.flow_id === flowId)).to.deep.equal([
+      agent.spanId,
+    ]);
+    expect(
+      parentsAt('/workflow/v1/chat/completions', (b) => JSON.stringify(b).includes(flowId)),
+    ).to.deep.equal([tool.spanId]);
   });
 
   it('a WebSocket chat continues the trace of its upgrade request: every run under the caller’s span', async () => {
