@@ -10,6 +10,7 @@ import {
   int,
   msOrOff,
   oneOf,
+  otlpProtocol,
   optionalUrl,
   otlpEndpoint,
   port,
@@ -288,6 +289,14 @@ export const SETTING_SPECS = {
   OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl({
     default: '',
     desc: 'OTLP/HTTP base URL: traces go to <it>/v1/traces (when OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is empty); empty = http://localhost:4318',
+  }),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: otlpProtocol({
+    default: '',
+    desc: 'http/protobuf or http/json, the encoding of the trace export; empty = OTEL_EXPORTER_OTLP_PROTOCOL',
+  }),
+  OTEL_EXPORTER_OTLP_PROTOCOL: otlpProtocol({
+    default: '',
+    desc: 'http/protobuf or http/json for the trace export when OTEL_EXPORTER_OTLP_TRACES_PROTOCOL is empty; empty = http/protobuf (the OTLP default). The metrics push (UPLOAD_METRICS) always sends JSON',
   }),
   OTEL_TRACES_SAMPLER: oneOf([
     'parentbased_always_on',

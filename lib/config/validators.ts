@@ -89,6 +89,17 @@ export const optionalUrl = makeValidator<string>((input) => {
 });
 
 /** A number from 0 to 1 (OTEL_TRACES_SAMPLER_ARG). */
+/** OTLP_*_PROTOCOL: '' (not set: the next variable decides), http/protobuf or http/json. */
+export const otlpProtocol = makeValidator<'' | 'http/protobuf' | 'http/json'>((input) => {
+  const s = String(input).trim().toLowerCase();
+  if (s === '' || s === 'http/protobuf' || s === 'http/json') return s;
+  expected(
+    s === 'grpc'
+      ? "http/protobuf or http/json (OTLP over gRPC is not supported: use the collector's OTLP/HTTP port, 4318)"
+      : 'http/protobuf or http/json',
+  );
+});
+
 export const ratio = makeValidator<number>((input) => {
   const s = String(input).trim();
   const n = Number(s);

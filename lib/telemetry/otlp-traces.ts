@@ -1,15 +1,15 @@
 // The trace SDK of a worker, imported by lib/worker/boot.ts only when OTEL_TRACES_EXPORTER=otlp
 // (a worker without tracing never loads it). One BasicTracerProvider per worker with the resource
 // of the metrics push (same service.instance.id), the sampler of OTEL_TRACES_SAMPLER/_ARG, a
-// batch span processor (OTLP_TRACE_*) and the OTLP/HTTP exporter sending JSON; the W3C trace
-// context propagator reads the callers' traceparent/tracestate and writes the upstreams'.
+// batch span processor (OTLP_TRACE_*) and the OTLP/HTTP exporter, protobuf by default as OTLP
+// says (http/json on request; only the chosen exporter is loaded); the W3C trace context
+// propagator reads the callers' traceparent/tracestate and writes the upstreams'.
 // Exports run in the background from a bounded queue: a dead or hanging collector drops spans
 // (past OTLP_TRACE_MAX_QUEUE_SIZE) but never delays a request; failures are logged at warn at
 // most once a minute.
 import * as otelApi from '@opentelemetry/api';
 import { propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
@@ -33,6 +33,8 @@ type TraceSettings = Pick<
   | 'SERVICE_NAME'
   | 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'
   | 'OTEL_EXPORTER_OTLP_ENDPOINT'
+  | 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'
+  | 'OTEL_EXPORTER_OTLP_PROTOCOL'
   | 'OTEL_TRACES_SAMPLER'
   | 'OTEL_TRACES_SAMPLER_ARG'
   | 'OTEL_SEMCONV_STABILITY_OPT_IN'
@@ -54,6 +56,13 @@ export function tracesEndpoint(
   if (s.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return s.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
   const base = s.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://localhost:4318';
   return `${base.replace(/\/+$/, '')}/v1/traces`;
+}
+
+/** The encoding as the OTLP exporter specification says: the signal's variable, the general one, protobuf. */
+export function tracesProtocol(
+  s: Pick<Settings, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL' | 'OTEL_EXPORTER_OTLP_PROTOCOL'>,
+): 'http/protobuf' | 'http/json' {
+  return s.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || s.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf';
 }
 
 export function samplerFrom(name: Settings['OTEL_TRACES_SAMPLER'], arg: number): Sampler {
@@ -94,17 +103,24 @@ function guarded(inner: SpanExporter, onFailure: (err: Error | undefined) => voi
 
 export interface TracingHandle {
   readonly endpoint: string;
+  readonly protocol: 'http/protobuf' | 'http/json';
   /** Exports what is queued and stops, bounded by `timeoutMs`. */
   shutdown(timeoutMs: number): Promise<void>;
 }
 
-export function startTracing(opts: {
+export async function startTracing(opts: {
   settings: TraceSettings;
   logger: Logger;
   instanceId: string;
-}): TracingHandle {
+}): Promise<TracingHandle> {
   const { settings, logger } = opts;
   const endpoint = tracesEndpoint(settings);
+  const protocol = tracesProtocol(settings);
+  // Protobuf (the OTLP default) sends less than half the bytes of JSON for the same spans.
+  const { OTLPTraceExporter } =
+    protocol === 'http/json'
+      ? await import('@opentelemetry/exporter-trace-otlp-http')
+      : await import('@opentelemetry/exporter-trace-otlp-proto');
   const exporter = guarded(
     new OTLPTraceExporter({ url: endpoint, timeoutMillis: settings.OTLP_TRACE_TIMEOUT }),
     exportFailureWarning(logger, 'trace', endpoint),
@@ -130,11 +146,16 @@ export function startTracing(opts: {
     },
     otelApi,
   );
-  logger.debug('OTLP trace export on', { endpoint, sampler: settings.OTEL_TRACES_SAMPLER });
+  logger.debug('OTLP trace export on', {
+    endpoint,
+    protocol,
+    sampler: settings.OTEL_TRACES_SAMPLER,
+  });
 
   let stopping: Promise<void> | undefined;
   return {
     endpoint,
+    protocol,
     shutdown(timeoutMs) {
       stopping ??= (async () => {
         tracingStopped();

@@ -70,7 +70,7 @@ export async function bootWorker(): Promise<void> {
   if (settings.OTEL_TRACES_EXPORTER === 'otlp') {
     try {
       const { startTracing } = await import('../telemetry/otlp-traces.js');
-      tracing = startTracing({ settings, logger, instanceId });
+      tracing = await startTracing({ settings, logger, instanceId });
     } catch (err) {
       logger.error('OTLP trace export not started', { err });
     }

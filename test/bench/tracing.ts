@@ -192,8 +192,10 @@ const bench: Bench = {
     const receiver = await new OtlpReceiver().start();
     const common = { SERVICE_WORKERS: '1', SERVICE_SPARE_WORKERS: '0', LOG_LEVEL: 'info' };
     // `same` is a second service with tracing off: the noise floor between two identical workers.
+    // The encoding of the export: the OTLP default (http/protobuf) unless the environment names one.
     const traced = (sampler: string, arg = '1') => ({
       ...common,
+      OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? '',
       OTEL_TRACES_EXPORTER: process.env.BENCH_CONTROL === '1' ? 'none' : 'otlp',
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiver.tracesUrl,
       OTEL_TRACES_SAMPLER: sampler,
@@ -312,10 +314,11 @@ const bench: Bench = {
       // three spans of a chat stream with the real provider, sampler, batch processor and OTLP
       // JSON exporter (sending to a sink in another process), CPU of this process only.
       const sink = await startSink();
-      const handle = startTracing({
+      const handle = await startTracing({
         settings: validateSettings({
           OTEL_TRACES_EXPORTER: 'otlp',
           OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: sink.url,
+          OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? '',
         }),
         logger: createLogger({ role: 'cli', level: 'error', write: () => {} }),
         instanceId: 'bench',
@@ -336,7 +339,7 @@ const bench: Bench = {
       );
       sink.stop();
       console.log(
-        `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported) costs ${fmt(sdkUs, 1)} µs CPU = ${fmt((sdkUs / 1000 / offMs) * 100, 2)} % of a chat stream's worker CPU (tracing off, above)`,
+        `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported, ${handle.protocol}) costs ${fmt(sdkUs, 1)} µs CPU = ${fmt((sdkUs / 1000 / offMs) * 100, 2)} % of a chat stream's worker CPU (tracing off, above)`,
       );
     } finally {
       await Promise.all(Object.values(services).map((s) => s.stop()));

@@ -32,6 +32,7 @@ const OPTIONAL = [
   '@opentelemetry/sdk-trace-base',
   '@opentelemetry/sdk-metrics',
   '@opentelemetry/exporter-trace-otlp-http',
+  '@opentelemetry/exporter-trace-otlp-proto',
   '@opentelemetry/exporter-metrics-otlp-http',
   '@opentelemetry/resources',
   '@opentelemetry/core',

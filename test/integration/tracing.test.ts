@@ -107,6 +107,8 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
         env: env({
           OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: 'true',
           OTEL_SEMCONV_STABILITY_OPT_IN: 'http,gen_ai_latest_experimental',
+          // The other encoding: the general variable, as the traces one is not set.
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
         }),
       }),
     ]);
@@ -177,6 +179,9 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
       expect(s.parentSpanId, s.name).to.equal(agent.spanId);
     expect(mcpCall.parentSpanId).to.equal(addTool.spanId);
     for (const s of spans) expect(s.traceId).to.equal(traceId);
+    // Exported as protobuf, the OTLP default (the receiver decodes the bytes by hand).
+    for (const s of spans) expect(s.via, s.name).to.equal('protobuf');
+    expect(otlp.rejected).to.deep.equal([]);
 
     // The resource of the metrics push.
     expect(http.resource['service.name']).to.equal('Agent');
@@ -382,6 +387,8 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     );
     expect(parseSse(withoutComments(r.raw)).done).to.equal(true);
     const spans = await waitForTrace(traceId, 10);
+    // OTEL_EXPORTER_OTLP_PROTOCOL=http/json: the same spans, JSON-encoded.
+    for (const s of spans) expect(s.via, s.name).to.equal('json');
     const chats = spans.filter((s) => s.name === `chat ${model}`);
     expect(chats).to.have.length(4);
     for (const c of chats) {

@@ -1,9 +1,11 @@
-// A test OTLP/HTTP receiver: a small http server that takes POST /v1/metrics and /v1/traces with
-// a JSON body (gunzipped when Content-Encoding is gzip), keeps every export with its arrival time
-// (metrics in `received`, decoded spans in `spans`), and answers 200 `{}` like a collector.
+// A test OTLP/HTTP receiver: a small http server that takes POST /v1/metrics (JSON) and
+// /v1/traces (protobuf or JSON, by Content-Type), gunzipped when Content-Encoding is gzip, keeps
+// every export with its arrival time (metrics in `received`, decoded spans in `spans`), and
+// answers 200 like a collector (an empty body of the request's encoding).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
+import { decodeTraceExport } from './otlp-protobuf.js';
 
 export type Attrs = Record<string, string | number | boolean | (string | number | boolean)[]>;
 
@@ -78,6 +80,8 @@ export interface SpanRecord {
   status: number;
   resource: Attrs;
   scope: string;
+  /** The export's encoding. */
+  via: 'protobuf' | 'json';
 }
 
 /** Ids as hex whatever the JSON encoding chose (hex, or base64 of the bytes). */
@@ -87,7 +91,7 @@ function hexId(id: string | undefined): string {
   return Buffer.from(id, 'base64').toString('hex');
 }
 
-function spansOf(body: TraceExportRequest): SpanRecord[] {
+function spansOf(body: TraceExportRequest, via: SpanRecord['via']): SpanRecord[] {
   const out: SpanRecord[] = [];
   for (const rs of body.resourceSpans ?? []) {
     const resource = attrs(rs.resource?.attributes);
@@ -105,6 +109,7 @@ function spansOf(body: TraceExportRequest): SpanRecord[] {
           status: sp.status?.code ?? 0,
           resource,
           scope: ss.scope?.name ?? '',
+          via,
         });
       }
     }
@@ -223,14 +228,19 @@ export class OtlpReceiver {
         try {
           if (encoding === 'gzip') raw = gunzipSync(raw);
           if ((req.url ?? '').startsWith('/v1/traces')) {
-            const spans = spansOf(JSON.parse(raw.toString('utf8')) as TraceExportRequest);
+            const contentType = String(req.headers['content-type'] ?? '');
+            const protobuf = contentType.startsWith('application/x-protobuf');
+            const spans = spansOf(
+              protobuf
+                ? decodeTraceExport(raw)
+                : (JSON.parse(raw.toString('utf8')) as TraceExportRequest),
+              protobuf ? 'protobuf' : 'json',
+            );
             this.spans.push(...spans);
-            this.traceExports.push({
-              at: Date.now(),
-              contentType: String(req.headers['content-type'] ?? ''),
-              count: spans.length,
-            });
-            res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
+            this.traceExports.push({ at: Date.now(), contentType, count: spans.length });
+            // An empty ExportTraceServiceResponse: no bytes in protobuf, `{}` in JSON.
+            if (protobuf) res.writeHead(200, { 'Content-Type': 'application/x-protobuf' }).end();
+            else res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
             return;
           }
           const body = JSON.parse(raw.toString('utf8')) as ExportRequest;

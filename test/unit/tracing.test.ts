@@ -5,7 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { idleTimer } from '../../lib/http/keepalive.js';
-import { samplerFrom, tracesEndpoint } from '../../lib/telemetry/otlp-traces.js';
+import { validateSettings } from '../../lib/config/settings.js';
+import { samplerFrom, tracesEndpoint, tracesProtocol } from '../../lib/telemetry/otlp-traces.js';
 import {
   errorInfo,
   KIND,
@@ -30,6 +31,26 @@ describe('tracing settings and helpers', () => {
     expect(s('', 'http://b:4318')).to.equal('http://b:4318/v1/traces');
     expect(s('', 'http://b:4318/otlp/')).to.equal('http://b:4318/otlp/v1/traces');
     expect(s('', '')).to.equal('http://localhost:4318/v1/traces');
+  });
+
+  it('the encoding: the traces variable, else the general one, else http/protobuf; gRPC refused clearly', () => {
+    const p = (traces: string, general: string) =>
+      tracesProtocol(
+        validateSettings({
+          OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: traces,
+          OTEL_EXPORTER_OTLP_PROTOCOL: general,
+        }),
+      );
+    expect(p('', '')).to.equal('http/protobuf');
+    expect(p('', 'http/json')).to.equal('http/json');
+    expect(p('http/protobuf', 'http/json')).to.equal('http/protobuf');
+    expect(p('HTTP/JSON', '')).to.equal('http/json');
+    expect(() => p('grpc', '')).to.throw(
+      /OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.*gRPC is not supported/s,
+    );
+    expect(() => p('', 'thrift')).to.throw(
+      /OTEL_EXPORTER_OTLP_PROTOCOL.*http\/protobuf or http\/json/s,
+    );
   });
 
   it('OTEL_TRACES_SAMPLER and _ARG build the SDK samplers (parent-based ratio)', () => {
