@@ -29,7 +29,8 @@ import { probe, type BotStore } from './types.js';
 export type BotCache = Pick<
   RedisCache,
   'get' | 'populate' | 'put' | 'tombstone' | 'fillWindowMs' | 'ping' | 'close' | 'mode'
->;
+> &
+  Partial<Pick<RedisCache, 'peek'>>;
 
 const WARN_EVERY_MS = 10_000;
 
@@ -91,6 +92,12 @@ export class CachedBotStore implements BotStore {
   }
 
   async getText(appId: string, botId: string): Promise<string | null> {
+    // The near cache (redis-cache.ts), when it has the key: no round trip, nothing to await.
+    const near = this.cache.peek?.(botId);
+    if (near !== undefined) {
+      const hit = this.memo.text(botId, [near], () => fromCacheValue(near));
+      return hit.appId === appId ? hit.text : null;
+    }
     const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {
