@@ -91,13 +91,17 @@ export class CachedBotStore implements BotStore {
     return cfg;
   }
 
-  async getText(appId: string, botId: string): Promise<string | null> {
-    // The near cache (redis-cache.ts), when it has the key: no round trip, nothing to await.
+  /** A near-cache hit (redis-cache.ts), answered without a round trip; else undefined. */
+  peekText(appId: string, botId: string): string | null | undefined {
     const near = this.cache.peek?.(botId);
-    if (near !== undefined) {
-      const hit = this.memo.text(botId, [near], () => fromCacheValue(near));
-      return hit.appId === appId ? hit.text : null;
-    }
+    if (near === undefined) return undefined;
+    const hit = this.memo.text(botId, [near], () => fromCacheValue(near));
+    return hit.appId === appId ? hit.text : null;
+  }
+
+  async getText(appId: string, botId: string): Promise<string | null> {
+    const near = this.peekText(appId, botId);
+    if (near !== undefined) return near;
     const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {
