@@ -1,6 +1,6 @@
 // The Redis read-through cache of bot configs (spec 6.3, 6.4): key
 // `spark_bot:bot_config:{bot_id}`, value the config's JSON, expiry REDIS_EXPIRE seconds, slid on
-// every hit of a key that has an expiry. One client per worker (a Cluster client when
+// the hits of a key that has an expiry (reset once it has lost a second; see SLIDING_GET). One client per worker (a Cluster client when
 // REDIS_CLUSTER_ADDR is set, which wins over REDIS_ADDR), created at start and reused.
 //
 // Deletes and updates leave a short tombstone in the key itself (not a second key: a second key
@@ -63,20 +63,36 @@ export const cacheKey = (botId: string) => `${KEY_PREFIX}${botId}`;
 
 // GET, and when the key has an expiry, reset it to REDIS_EXPIRE: one round trip, atomic. Keys
 // without an expiry (TTL -1) are left alone, as the original does. A tombstone is a miss.
+// The reset is skipped while the key has more than REDIS_EXPIRE less a second (the slack, ARGV[3]
+// is the threshold in ms) to live: every EXPIRE is a write that invalidates the key in every
+// other worker's near cache (and is replicated), and resetting on every read made the workers
+// evict each other's entries on each read. So a read key lives REDIS_EXPIRE seconds after its
+// last read, give or take the slack.
 // The second GET after an EXPIRE is for CLIENT TRACKING: the EXPIRE invalidates the key, which
 // also ends this connection's tracking of it (NOLOOP only spares it the message), and the GET
 // after it tracks the key again.
 const SLIDING_GET = `
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[2] then return false end
-if v and redis.call('TTL', KEYS[1]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  v = redis.call('GET', KEYS[1])
+if v then
+  local t = redis.call('PTTL', KEYS[1])
+  if t > 0 and t < tonumber(ARGV[3]) then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+    v = redis.call('GET', KEYS[1])
+  end
 end
 return v`;
 
+/** The sliding expiry's slack (ms): a second, or a tenth of a shorter REDIS_EXPIRE. */
+const slackMs = (expire: number) => Math.min(1000, expire * 100);
+
 type Client = (Redis | Cluster) & {
-  slidingGet(key: string, expire: number, tombstone: string): Promise<string | null>;
+  slidingGet(
+    key: string,
+    expire: number,
+    tombstone: string,
+    thresholdMs: number,
+  ): Promise<string | null>;
 };
 
 function parseHostPort(entry: string): { host: string; port: number } {
@@ -97,6 +113,8 @@ export class RedisCache {
   private link = 0;
   private slideTimer?: NodeJS.Timeout;
   private lastTrackWarn = 0;
+  /** The expiry is reset when less than this (ms) is left: REDIS_EXPIRE less the slack. */
+  private readonly slideBelowMs: number;
 
   private constructor(
     private readonly client: Client,
@@ -106,8 +124,12 @@ export class RedisCache {
     clientCache: number,
     private readonly logger: Logger,
   ) {
+    this.slideBelowMs = expire * 1000 - slackMs(expire);
+    // A near-cache entry is served for at most as long as the key is sure to live in Redis
+    // after the read that confirmed it (its last slide may be a slack older, one more for the
+    // round trip); Redis's own expiry also pushes an invalidation, this bound does not wait for it.
     if (mode === 'standalone' && clientCache > 0)
-      this.near = new NearCache(clientCache, Math.max(0, expire * 1000 - SLIDE_EVERY_MS));
+      this.near = new NearCache(clientCache, Math.max(0, expire * 1000 - 2 * slackMs(expire)));
   }
 
   /** A read-through fill is attempted only this long (ms) after the miss that led to it. */
@@ -290,7 +312,7 @@ export class RedisCache {
     if (!near.enabled) return;
     for (const botId of near.takeSlides()) {
       const ticket = near.begin(botId);
-      this.client.slidingGet(cacheKey(botId), this.expire, TOMBSTONE).then(
+      this.client.slidingGet(cacheKey(botId), this.expire, TOMBSTONE, this.slideBelowMs).then(
         (v) => near.complete(botId, ticket, v),
         () => near.invalidate(botId),
       );
@@ -309,18 +331,20 @@ export class RedisCache {
       const hit = near.get(botId);
       if (hit !== undefined) return Promise.resolve(hit);
       const ticket = near.begin(botId);
-      return this.client.slidingGet(cacheKey(botId), this.expire, TOMBSTONE).then(
-        (v) => {
-          near.complete(botId, ticket, v);
-          return v;
-        },
-        (err: unknown) => {
-          near.invalidate(botId);
-          throw err;
-        },
-      );
+      return this.client
+        .slidingGet(cacheKey(botId), this.expire, TOMBSTONE, this.slideBelowMs)
+        .then(
+          (v) => {
+            near.complete(botId, ticket, v);
+            return v;
+          },
+          (err: unknown) => {
+            near.invalidate(botId);
+            throw err;
+          },
+        );
     }
-    return this.client.slidingGet(cacheKey(botId), this.expire, TOMBSTONE);
+    return this.client.slidingGet(cacheKey(botId), this.expire, TOMBSTONE, this.slideBelowMs);
   }
 
   /**
