@@ -117,7 +117,7 @@ describe('near cache (REDIS_CLIENT_CACHE, CLIENT TRACKING) across processes', fu
 
   /** The EVALSHA calls on the key while `fn` runs (MONITOR of the test's redis-server). */
   async function redisReadsDuring(bot: string, fn: () => Promise<void>): Promise<number> {
-    const monitor = await redis.duplicate().monitor();
+    const monitor = await redis.monitor(); // its own connection, closed below
     let reads = 0;
     monitor.on('monitor', (_time: string, args: string[]) => {
       if (String(args[0]).toLowerCase() === 'evalsha' && args.includes(key(bot))) reads++;
@@ -143,6 +143,23 @@ describe('near cache (REDIS_CLIENT_CACHE, CLIENT TRACKING) across processes', fu
     });
     // 200 reads: at most the background slides (one a second) reach Redis.
     expect(reads).to.be.at.most(3);
+  });
+
+  it('two processes reading one key keep it near-cached (their reads do not evict each other)', async () => {
+    const ca = new Client(a.port);
+    const cb = new Client(b.port);
+    const [app, bot] = [`app_two_${id}`, `bot_two_${id}`];
+    expect((await ca.post(sampleConfig(app, bot))).body.code).to.equal(0);
+    for (const c of [ca, cb, ca, cb]) expect((await c.get(app, bot)).body.code).to.equal(0);
+    // Resetting the expiry on every read would make each Redis read an EXPIRE that invalidates
+    // the other process's entry: a read through Redis for nearly every request.
+    const reads = await redisReadsDuring(bot, async () => {
+      for (let i = 0; i < 100; i++) {
+        expect((await ca.get(app, bot)).body.code).to.equal(0);
+        expect((await cb.get(app, bot)).body.code).to.equal(0);
+      }
+    });
+    expect(reads).to.be.at.most(6);
   });
 
   it('sliding expiry still holds: keys answered from the near cache are slid in the background', async () => {
