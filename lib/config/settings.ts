@@ -203,6 +203,14 @@ export const SETTING_SPECS = {
     default: 1000,
     desc: 'Redis connect and command timeout; past it a read uses the database, a write is refused',
   }),
+  REDIS_CLIENT_CACHE: int(
+    0,
+    1_000_000,
+    'entries',
+  )({
+    default: 1024,
+    desc: 'near cache per worker (standalone Redis 6+, CLIENT TRACKING): configs read recently, kept in the worker and answered without a round trip until Redis pushes their invalidation; 0 = every read asks Redis',
+  }),
   // --- logging -------------------------------------------------------------------------------
   LOG_LEVEL: oneOf(['error', 'warn', 'info', 'debug'] as const)({
     default: 'info',

@@ -29,7 +29,8 @@ import { probe, type BotStore } from './types.js';
 export type BotCache = Pick<
   RedisCache,
   'get' | 'populate' | 'put' | 'tombstone' | 'fillWindowMs' | 'ping' | 'close' | 'mode'
->;
+> &
+  Partial<Pick<RedisCache, 'peek'>>;
 
 const WARN_EVERY_MS = 10_000;
 
@@ -90,7 +91,17 @@ export class CachedBotStore implements BotStore {
     return cfg;
   }
 
+  /** A near-cache hit (redis-cache.ts), answered without a round trip; else undefined. */
+  peekText(appId: string, botId: string): string | null | undefined {
+    const near = this.cache.peek?.(botId);
+    if (near === undefined) return undefined;
+    const hit = this.memo.text(botId, [near], () => fromCacheValue(near));
+    return hit.appId === appId ? hit.text : null;
+  }
+
   async getText(appId: string, botId: string): Promise<string | null> {
+    const near = this.peekText(appId, botId);
+    if (near !== undefined) return near;
     const missedAt = performance.now();
     const raw = await this.cached(botId, 'read');
     if (raw) {

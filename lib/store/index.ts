@@ -22,6 +22,7 @@ type StoreSettings = Pick<
   | 'REDIS_PASSWORD'
   | 'REDIS_EXPIRE'
   | 'REDIS_TIMEOUT'
+  | 'REDIS_CLIENT_CACHE'
 >;
 
 export async function openBotStore(settings: StoreSettings, logger: Logger): Promise<BotStore> {
@@ -54,6 +55,7 @@ export async function openBotStore(settings: StoreSettings, logger: Logger): Pro
       password: settings.REDIS_PASSWORD,
       expire: settings.REDIS_EXPIRE,
       timeoutMs: settings.REDIS_TIMEOUT,
+      clientCache: settings.REDIS_CLIENT_CACHE,
       logger,
     });
     return new CachedBotStore(db, cache, logger);

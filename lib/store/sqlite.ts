@@ -6,6 +6,11 @@
 //
 // The table has the columns of the MySQL one (spec 6.2); JSON columns hold plain JSON text (no
 // Python instance shares this file), and reads accept the double-encoded form too.
+//
+// GET bot-config (getText) answers a config read before from the worker's memory while no other
+// connection has committed since: `PRAGMA data_version` (a third of the SELECT's cost) changes
+// on this connection whenever another one (another worker, a CLI) commits to the file, and then
+// everything remembered is dropped; this connection's own writes drop their bot's entry.
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
@@ -67,6 +72,8 @@ async function retryWhileBusy(budgetMs: number, fn: () => void): Promise<void> {
 }
 
 const COLS = ['app_id', 'bot_id', ...JSON_COLUMNS].join(', ');
+/** Most answer texts remembered (all are dropped at once when full; they are cheap to reread). */
+const TEXTS_MAX = 1024;
 
 export class SqliteBotStore implements BotStore {
   readonly kind = 'sqlite';
@@ -77,7 +84,11 @@ export class SqliteBotStore implements BotStore {
     insert: BetterSqlite3.Statement<Record<string, unknown>>;
     update: BetterSqlite3.Statement<Record<string, unknown>>;
     delete: BetterSqlite3.Statement<[string, string]>;
+    dataVersion: BetterSqlite3.Statement<[], number>;
   };
+  /** Answer texts by bot_id, valid while `PRAGMA data_version` still answers `seenVersion`. */
+  private readonly texts = new Map<string, { appId: string; text: string }>();
+  private seenVersion = -1;
 
   private constructor(private readonly db: BetterSqlite3.Database) {
     const sets = JSON_COLUMNS.map((c) => `${c} = @${c}`).join(', ');
@@ -91,6 +102,7 @@ export class SqliteBotStore implements BotStore {
         `UPDATE bot_config SET ${sets}, update_at = @now WHERE app_id = @app_id AND bot_id = @bot_id`,
       ),
       delete: db.prepare('DELETE FROM bot_config WHERE app_id = ? AND bot_id = ?'),
+      dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
     };
   }
 
@@ -127,12 +139,29 @@ export class SqliteBotStore implements BotStore {
   }
 
   async getText(appId: string, botId: string): Promise<string | null> {
+    return this.peekText(appId, botId);
+  }
+
+  /** getText without the promise: better-sqlite3 answers synchronously. */
+  peekText(appId: string, botId: string): string | null {
+    const version = this.stmts.dataVersion.get()!;
+    if (version !== this.seenVersion) {
+      // Another connection committed (or this is the first read): nothing remembered holds.
+      this.texts.clear();
+      this.seenVersion = version;
+    }
+    const known = this.texts.get(botId);
+    if (known !== undefined && known.appId === appId) return known.text;
     const row = this.stmts.get.get(appId, botId);
     if (!row) return null;
-    return this.memo.text(botId, rowValues(row), () => fromRow(row)).text;
+    const hit = this.memo.text(botId, rowValues(row), () => fromRow(row));
+    if (this.texts.size >= TEXTS_MAX && !this.texts.has(botId)) this.texts.clear();
+    this.texts.set(botId, hit);
+    return hit.text;
   }
 
   async create(cfg: BotConfig): Promise<boolean> {
+    this.texts.delete(cfg.bot_id);
     try {
       this.stmts.insert.run({
         id: this.ids.next(),
@@ -151,6 +180,7 @@ export class SqliteBotStore implements BotStore {
   }
 
   async update(cfg: BotConfig): Promise<boolean> {
+    this.texts.delete(cfg.bot_id);
     const r = this.stmts.update.run({
       app_id: cfg.app_id,
       bot_id: cfg.bot_id,
@@ -161,6 +191,7 @@ export class SqliteBotStore implements BotStore {
   }
 
   async delete(appId: string, botId: string): Promise<boolean> {
+    this.texts.delete(botId);
     return this.stmts.delete.run(appId, botId).changes > 0;
   }
 

@@ -14,6 +14,12 @@ export interface BotStore {
    */
   getText?(appId: string, botId: string): Promise<string | null>;
   /**
+   * The text `getText` would answer, when the backend knows it without I/O (a memo, a near
+   * cache, an embedded database): the text, or null (no such config). undefined: ask getText.
+   * May throw what getText would (the caller then asks getText, which throws it again).
+   */
+  peekText?(appId: string, botId: string): string | null | undefined;
+  /**
    * Inserts a new config. false when a config with this bot_id already exists; the database
    * decides (a unique index, or a database lock), so of concurrent creates exactly one wins.
    */

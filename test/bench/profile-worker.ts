@@ -1,6 +1,6 @@
 // `tsx test/bench/profile-worker.ts CASE OUTDIR [seconds]`: one worker (no spare) under load with
 // `node --cpu-prof`, its profile's top ten functions by self time printed afterwards (issue 14).
-// CASE: health | sqlite | redis (MySQL + Redis, cache hit) | chat (50-chunk streams from the fake
+// CASE: health | sqlite | redis (MySQL + Redis, cache hit; REDIS_CLIENT_CACHE passed on) | chat (50-chunk streams from the fake
 // upstream, 50 at a time, bursts; PROFILE_MODEL and PROFILE_CONCURRENCY change that) |
 // chat-traced (the same with OTLP traces to a local receiver).
 // Ports: PROFILE_PORT (default 19101) for the service, +1 for the fake upstream.
@@ -36,6 +36,8 @@ if (kind === 'redis') {
     database: 'test',
   });
   Object.assign(env, mysqlEnv(db.target), { REDIS_ADDR: '127.0.0.1:6379' });
+  // REDIS_CLIENT_CACHE=0 profiles the read with its Redis round trip (no near cache).
+  if (process.env.REDIS_CLIENT_CACHE) env.REDIS_CLIENT_CACHE = process.env.REDIS_CLIENT_CACHE;
   const r = new Redis('redis://127.0.0.1:6379');
   await r.quit();
 }

@@ -86,6 +86,8 @@ interface Target {
   clusterAddr: string;
   addr: string;
   password: string;
+  /** REDIS_CLIENT_CACHE (the near cache); 0 or absent: none. */
+  clientCache?: number;
   raw(): Redis | Cluster;
 }
 
@@ -124,8 +126,14 @@ function raceScenarios(target: () => Target): void {
       expire: 120,
       timeoutMs: 2000,
       tombstoneMs,
+      clientCache: t.clientCache,
       logger,
     });
+    if (t.clientCache) {
+      const end = Date.now() + 5000;
+      while (!cache.nearCacheActive && Date.now() < end) await sleep(20);
+      expect(cache.nearCacheActive, 'near cache tracking on').to.equal(true);
+    }
     const held = new HeldReads(db);
     const store = new CachedBotStore(held, cache, logger);
     stores.push(store);
@@ -201,6 +209,8 @@ function raceScenarios(target: () => Target): void {
         const started = performance.now();
         const c = await store.get(app, bot);
         if (c && started > deletedAt) stale.push(started - deletedAt);
+        // A near-cache hit resolves without I/O: yield, as requests (which arrive by I/O) do.
+        await new Promise((r) => setImmediate(r));
       }
     });
     await sleep(100);
@@ -230,6 +240,28 @@ describe('cache-aside race on writes: standalone Redis (TEST_REDIS_URL)', functi
       clusterAddr: '',
       addr: `${u.hostname}:${u.port || 6379}`,
       password: decodeURIComponent(u.password),
+      raw: () => raw,
+    };
+  });
+});
+
+describe('cache-aside race on writes: standalone Redis with the near cache (REDIS_CLIENT_CACHE)', function () {
+  let raw: Redis;
+  before(function () {
+    if (!process.env.TEST_REDIS_URL) {
+      console.log('      (skipped: TEST_REDIS_URL is not set, e.g. redis://127.0.0.1:6379)');
+      this.skip();
+    }
+    raw = new Redis(process.env.TEST_REDIS_URL!);
+  });
+  after(() => raw?.disconnect());
+  raceScenarios(() => {
+    const u = new URL(process.env.TEST_REDIS_URL!);
+    return {
+      clusterAddr: '',
+      addr: `${u.hostname}:${u.port || 6379}`,
+      password: decodeURIComponent(u.password),
+      clientCache: 1024,
       raw: () => raw,
     };
   });

@@ -173,6 +173,38 @@ describe('SqliteBotStore on a file shared by several connections', () => {
       await s2.close();
     }
   });
+  it("getText's remembered answers: another connection's commit and this one's own writes are seen by the next read", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'astron-sqlite-')), 'agent.db');
+    const [s1, s2] = await Promise.all([
+      SqliteBotStore.open({ path, logger }),
+      SqliteBotStore.open({ path, logger }),
+    ]);
+    const flows = async (s: SqliteBotStore, app = 'a') => {
+      const t = await s.getText(app, 'b');
+      return t === null ? null : (JSON.parse(t) as BotConfig).flow_ids;
+    };
+    try {
+      expect(await s1.create(cfg('a', 'b', { flow_ids: ['1'] }))).to.equal(true);
+      expect(await flows(s1)).to.deep.equal(['1']);
+      expect(await flows(s1)).to.deep.equal(['1']); // remembered
+      expect(await flows(s1, 'other_app')).to.equal(null);
+      expect(await s2.update(cfg('a', 'b', { flow_ids: ['2'] }))).to.equal(true);
+      expect(await flows(s1)).to.deep.equal(['2']);
+      await s1.update(cfg('a', 'b', { flow_ids: ['3'] }));
+      expect(await flows(s1)).to.deep.equal(['3']);
+      expect(await flows(s2)).to.deep.equal(['3']);
+      expect(await s2.delete('a', 'b')).to.equal(true);
+      expect(await flows(s1)).to.equal(null);
+      expect(await s1.create(cfg('a', 'b', { flow_ids: ['4'] }))).to.equal(true);
+      expect(await flows(s2)).to.deep.equal(['4']);
+      expect(await flows(s1)).to.deep.equal(['4']);
+      await s1.delete('a', 'b');
+      expect(await flows(s1)).to.equal(null);
+    } finally {
+      await s1.close();
+      await s2.close();
+    }
+  });
   it('several processes opening one fresh file at the same moment all start (no SQLITE_BUSY)', async function () {
     // Workers of a first `start` open the file together. Switching a fresh file to WAL answers
     // SQLITE_BUSY without SQLite's busy wait when another connection is doing the same, which

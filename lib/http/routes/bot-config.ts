@@ -6,8 +6,9 @@
 //
 // Lean by design (issue 14): the routes sit on the app's router itself (no mounted sub-router),
 // answers are written directly (one JSON.stringify, no res.json machinery), a GET answers from
-// the store's text of the config (memoised per stored value: a cache hit parses nothing), and a
-// sid is made only when something is logged.
+// the store's text of the config (memoised per stored value: a cache hit parses nothing; its
+// answer's bytes are kept too), synchronously when the store knows it without I/O (SQLite, a
+// Redis near-cache hit), and a sid is made only when something is logged.
 import type { ServerResponse } from 'node:http';
 import type { Express, Request, RequestHandler, Response } from 'express';
 import { AgentError, CODES, DataError } from '../../agent/errors.js';
@@ -35,9 +36,27 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 const SUCCESS_PREFIX = `{"code":${CODES.SUCCESS.code},"message":${JSON.stringify(CODES.SUCCESS.message)},"data":`;
 
 /** HTTP 200 with a JSON body (the headers res.json would send, without its machinery). */
-function send200(res: ServerResponse, body: string): void {
+function send200(res: ServerResponse, body: string | Buffer): void {
   res.writeHead(200, { 'Content-Type': JSON_TYPE, 'Content-Length': Buffer.byteLength(body) });
   res.end(body);
+}
+
+/**
+ * The success answers of recent GETs, as bytes, by the config's text (the memoised text is the
+ * same string on every hit, so the lookup hashes nothing new): a hit builds and encodes nothing.
+ */
+class AnswerBodies {
+  private readonly map = new Map<string, Buffer>();
+  constructor(private readonly max = 256) {}
+  of(text: string): Buffer {
+    let body = this.map.get(text);
+    if (body === undefined) {
+      if (this.map.size >= this.max) this.map.clear();
+      body = Buffer.from(`${SUCCESS_PREFIX}${text}}`);
+      this.map.set(text, body);
+    }
+    return body;
+  }
 }
 
 function queryOf(req: Request): URLSearchParams {
@@ -50,6 +69,7 @@ function queryOf(req: Request): URLSearchParams {
 export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStore }): void {
   const store = deps.botStore;
   const sids = sidsFor(deps);
+  const bodies = new AnswerBodies();
   const readBody = rawBody(deps.settings.SERVICE_MAX_BODY_SIZE);
 
   const general = (res: Response, code: number, message: string, data: unknown = null) => {
@@ -65,7 +85,7 @@ export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStor
     async (req, res) => {
       try {
         const data = await run(req);
-        if (typeof data === 'string') send200(res, `${SUCCESS_PREFIX}${data}}`);
+        if (typeof data === 'string') send200(res, bodies.of(data));
         else general(res, CODES.SUCCESS.code, CODES.SUCCESS.message, data);
       } catch (err) {
         const sid = sids.next();
@@ -103,6 +123,14 @@ export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStor
   const body = (req: Request) =>
     validateBody(botConfigSchema, req.body as Buffer | undefined, req.headers['content-type']);
   const ids = (req: Request) => validateParams(idsSchema, 'query', queryOf(req));
+  const readAsync = handle('read', async (req) => {
+    const { app_id, bot_id } = ids(req);
+    const cfg = store.getText
+      ? await store.getText(app_id, bot_id)
+      : await store.get(app_id, bot_id);
+    if (!cfg) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
+    return cfg;
+  });
 
   app
     .route(BOT_CONFIG_PATH)
@@ -123,14 +151,20 @@ export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStor
       }),
     )
     .get(
-      handle('read', async (req) => {
-        const { app_id, bot_id } = ids(req);
-        const cfg = store.getText
-          ? await store.getText(app_id, bot_id)
-          : await store.get(app_id, bot_id);
-        if (!cfg) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
-        return cfg;
-      }),
+      // A config the store knows without I/O (SQLite, a Redis near-cache hit) is answered
+      // synchronously: no promise, no microtask. Anything else (a miss, not found, an invalid
+      // query, an error) takes the asynchronous path, which answers it.
+      (req, res, next) => {
+        let text: string | null | undefined;
+        try {
+          const { app_id, bot_id } = ids(req);
+          text = store.peekText?.(app_id, bot_id);
+        } catch {
+          text = undefined;
+        }
+        if (typeof text === 'string') send200(res, bodies.of(text));
+        else readAsync(req, res, next);
+      },
     )
     .delete(
       handle('delete', async (req) => {
