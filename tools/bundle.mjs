@@ -1,0 +1,75 @@
+// `npm run build`, after the type check: bundles the two entry points (the CLI and primary, the
+// worker) with esbuild so that a process reads and compiles a few files instead of a few hundred
+// (issue 14 point 3: resolving and reading modules was about a fifth of a worker's start-up).
+//
+// dist/bin/agent.js and dist/lib/worker/main.js are the entries; everything else lands in
+// dist/lib/chunks/. ESM splitting keeps each dynamic import() a chunk of its own, loaded when it
+// runs, so a process still loads only what its configuration uses. The chunks sit two levels
+// below dist/, as lib/supervisor/*.js did, so that the paths lib/ computes from import.meta.url
+// (the worker's entry, the watched code root) stay the same.
+import { build } from 'esbuild';
+import { readdirSync, rmSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+// Left to Node's loader, from node_modules:
+const external = [
+  // native (a .node file found at run time)
+  'better-sqlite3',
+  // loaded only when configured, large, with optional parts of their own: the lean tests see
+  // them by their node_modules paths, and a bundle would gain little for a path taken rarely
+  'mysql2',
+  'ioredis',
+  '@modelcontextprotocol/sdk',
+  '@opentelemetry/*',
+  'ws',
+  'chokidar',
+  // loaded after ready (worker) or off the start path (primary); its CommonJS require of
+  // @opentelemetry/api stays visible as a node_modules path
+  'prom-client',
+  // data more than code: 550 kB of encoding tables that iconv-lite requires only on use, and
+  // mime-db's 230 kB of JSON, which JSON.parse reads faster than V8 compiles the same literal
+  'iconv-lite',
+  'mime-db',
+];
+
+const result = await build({
+  absWorkingDir: root,
+  entryPoints: ['bin/agent.ts', 'lib/worker/main.ts'],
+  outbase: '.',
+  outdir: 'dist',
+  entryNames: '[dir]/[name]',
+  chunkNames: 'lib/chunks/[name]-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external,
+  // Bundled CommonJS packages (express and its dependencies) require() Node's built-ins.
+  banner: {
+    js: "import { createRequire as __astronCreateRequire } from 'node:module';\nconst require = __astronCreateRequire(import.meta.url);",
+  },
+  // Not minified: a stack trace names the function and a readable line; the maps (without the
+  // sources) give the TypeScript position under --enable-source-maps.
+  sourcemap: 'linked',
+  sourcesContent: false,
+  logLevel: 'warning',
+  metafile: true,
+});
+
+// What an earlier build left (chunks under other hashes, tsc's one file per module) goes; dist/
+// itself stays, being the root SERVICE_RELOAD watches. A running worker that has yet to import a
+// removed lazy chunk fails that import: the rolling reload a change triggers replaces it first.
+const written = new Set(Object.keys(result.metafile.outputs));
+const entries = readdirSync(join(root, 'dist'), { recursive: true, withFileTypes: true });
+for (const f of entries) {
+  const rel = relative(root, join(f.parentPath, f.name));
+  if (f.isFile() && !written.has(rel)) rmSync(join(root, rel));
+}
+for (const d of entries.filter((f) => f.isDirectory()).reverse()) {
+  const dir = join(d.parentPath, d.name);
+  if (readdirSync(dir).length === 0) rmSync(dir, { recursive: true });
+}
