@@ -26,14 +26,33 @@ const external = [
   '@opentelemetry/*',
   'ws',
   'chokidar',
-  // loaded after ready (worker) or off the start path (primary); its CommonJS require of
-  // @opentelemetry/api stays visible as a node_modules path
-  'prom-client',
   // data more than code: 550 kB of encoding tables that iconv-lite requires only on use, and
   // mime-db's 230 kB of JSON, which JSON.parse reads faster than V8 compiles the same literal
   'iconv-lite',
   'mime-db',
 ];
+
+// prom-client requires @opentelemetry/api when it loads, to read the active span for exemplars,
+// which we never turn on. That API is 44 modules and about 7 MB of RSS in every process (primary
+// included, for a metrics registry): prom-client gets a stand-in that requires the real API on
+// first use, and the API is still the one instance from node_modules the tracing code imports.
+const lazyOtelApiForPromClient = {
+  name: 'prom-client-lazy-otel-api',
+  setup(b) {
+    b.onResolve({ filter: /^@opentelemetry\/api$/ }, ({ importer }) =>
+      /[/\\]node_modules[/\\]prom-client[/\\]/.test(importer)
+        ? { path: 'otel-api', namespace: 'lazy' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, () => ({
+      loader: 'js',
+      resolveDir: root,
+      contents: `let api;
+const real = () => (api ??= require('@opentelemetry/api'));
+module.exports = new Proxy({}, { get: (_, k) => real()[k], has: (_, k) => k in real() });`,
+    }));
+  },
+};
 
 const result = await build({
   absWorkingDir: root,
@@ -48,6 +67,7 @@ const result = await build({
   platform: 'node',
   target: 'node20',
   external,
+  plugins: [lazyOtelApiForPromClient],
   // Bundled CommonJS packages (express and its dependencies) require() Node's built-ins.
   banner: {
     js: "import { createRequire as __astronCreateRequire } from 'node:module';\nconst require = __astronCreateRequire(import.meta.url);",
