@@ -18,10 +18,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const external = [
   // native (a .node file found at run time)
   'better-sqlite3',
-  // loaded only when configured, large, with optional parts of their own: the lean tests see
-  // them by their node_modules paths, and a bundle would gain little for a path taken rarely
-  'mysql2',
-  'ioredis',
+  // loaded only when configured and off the start path (or, for ws, on the first upgrade), with
+  // optional parts of their own. mysql2 and ioredis are bundled, into the chunks of their stores:
+  // a worker with MySQL and Redis loads them at boot, some 630 modules when left to Node's loader
   '@modelcontextprotocol/sdk',
   '@opentelemetry/*',
   'ws',
@@ -33,9 +32,9 @@ const external = [
 ];
 
 // prom-client requires @opentelemetry/api when it loads, to read the active span for exemplars,
-// which we never turn on. That API is 44 modules and about 7 MB of RSS in every process (primary
-// included, for a metrics registry): prom-client gets a stand-in that requires the real API on
-// first use, and the API is still the one instance from node_modules the tracing code imports.
+// which we never turn on: 44 more modules in every process that keeps a metrics registry (the
+// primary too; 1-2 MB of idle RSS here). prom-client gets a stand-in that requires the real API on
+// first use, which is then the one instance from node_modules that the tracing code imports.
 const lazyOtelApiForPromClient = {
   name: 'prom-client-lazy-otel-api',
   setup(b) {
