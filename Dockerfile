@@ -39,12 +39,15 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
  && find node_modules -type f \( -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.map' \) -delete \
  && rm -rf node_modules/@types /root/.npm
 
-# ---- build: the TypeScript compile, with the dev dependencies (not shipped) ----------------------
+# ---- build: the type check and the bundle (tools/bundle.mjs), with the dev dependencies (not
+# shipped). esbuild runs without its install script: its JS API finds the binary of the platform
+# package (@esbuild/linux-x64) by itself.
 FROM toolchain AS build
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -s /run/secrets/ca_bundle ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca_bundle; fi \
  && npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY tools ./tools
 COPY bin ./bin
 COPY lib ./lib
 RUN npm run build

@@ -126,7 +126,9 @@ export class MysqlBotStore implements BotStore {
 
   /** Creates the pool and the table; a database that is down now is retried on first use. */
   static async open(opts: MysqlOptions): Promise<MysqlBotStore> {
-    const mysql = await import('mysql2/promise');
+    // module.exports as `default`: natively and in the bundle, where a CommonJS module imported
+    // by import() has no named exports (tools/bundle.mjs).
+    const { default: mysql } = await import('mysql2/promise');
     const config: PoolOptions = {
       host: opts.host,
       port: opts.port,

@@ -147,7 +147,10 @@ export class RedisCache {
    * fatal (reads fall back to the database meanwhile); a rejected password is.
    */
   static async open(opts: RedisCacheOptions): Promise<RedisCache> {
-    const { Redis, Cluster } = await import('ioredis');
+    // module.exports as `default` (see MysqlBotStore.open).
+    const {
+      default: { Redis, Cluster },
+    } = await import('ioredis');
     const password = opts.password || undefined;
     const mode = opts.clusterAddr ? 'cluster' : 'standalone';
     const nearCache = mode === 'standalone' && (opts.clientCache ?? 0) > 0;

@@ -147,6 +147,8 @@ export interface PoolEvents {
   workers: [ready: number];
 }
 
+// From lib/supervisor/ under tsx; from dist/lib/chunks/ in the bundle (tools/bundle.mjs keeps the
+// chunks at that depth for this).
 const workerExec = fileURLToPath(
   new URL(`../worker/main${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url),
 );

@@ -9,11 +9,12 @@ import type { CommandSink } from './signals.js';
 /** Changes closer together than this form one burst. */
 export const DEBOUNCE_MS = 250;
 
-/** The code the workers run: dist/ when compiled, the sources when run through tsx. */
+/** The code the workers run: dist/ when built, the sources when run through tsx. */
 export function codeRoots(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url)); // .../lib/supervisor
+  // lib/supervisor/ under tsx, dist/lib/chunks/ in the bundle (tools/bundle.mjs): two levels down.
+  const here = dirname(fileURLToPath(import.meta.url));
   const lib = resolve(here, '..');
-  const root = resolve(lib, '..'); // dist/ when compiled, the package root with tsx
+  const root = resolve(lib, '..'); // dist/ when built, the package root with tsx
   return import.meta.url.endsWith('.ts') ? [lib, resolve(root, 'bin')] : [root];
 }
 

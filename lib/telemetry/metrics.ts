@@ -431,7 +431,9 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetr
 
   let registry: Promise<Registry> | undefined;
   const init = (): Promise<Registry> =>
-    (registry ??= import('prom-client').then(({ Registry, collectDefaultMetrics }) => {
+    // `default` is prom-client's module.exports, natively and in the bundle (where a CommonJS
+    // module imported by import() has no named exports).
+    (registry ??= import('prom-client').then(({ default: { Registry, collectDefaultMetrics } }) => {
       const r = new Registry();
       if (opts.defaults !== false) collectDefaultMetrics({ register: r });
       r.registerMetric(

@@ -1,25 +1,41 @@
 // Issue 14 point 3: every process loads only what its configuration uses. The real CLI runs with
 // test/support/load-trace.mjs preloaded, which lists every module each process imports (its own
-// files, each package's entry point, node: builtins); the lists are then checked.
+// files, each package's entry point, node: builtins); the lists are then checked. dist/ is a
+// bundle (tools/bundle.mjs): a loaded file of dist/ stands for every source its source map names,
+// so a package bundled into a chunk counts as loaded by each process that loads the chunk.
 import { expect } from 'chai';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { hitHealth, ROOT, runCli, sleep, startService, tempDir } from '../support/service.js';
 
 const PRELOAD = `--import=${join(ROOT, 'test/support/load-trace.mjs')}`;
 
-/** pid -> the packages (and dist/ files) that process loaded. */
+const PACKAGE = /node_modules\/((?:@[^/]+\/)?[^/]+)/;
+
+/** The files a loaded module stands for: a dist/ file's sources (its map), or the file itself. */
+function sourcesOf(url: string): string[] {
+  if (!url.startsWith('file:')) return [url];
+  const file = fileURLToPath(url);
+  const map = `${file}.map`;
+  if (!file.includes('/dist/') || !existsSync(map)) return [file];
+  const { sources } = JSON.parse(readFileSync(map, 'utf8')) as { sources: string[] };
+  return sources.map((s) => resolve(dirname(map), s));
+}
+
+/** pid -> the packages and the project's own source files (lib/..., bin/...) that process loaded. */
 function traces(dir: string): Map<number, { packages: Set<string>; files: string[] }> {
   const out = new Map<number, { packages: Set<string>; files: string[] }>();
   for (const f of readdirSync(dir)) {
     const urls = readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean);
     const packages = new Set<string>();
-    for (const u of urls) {
-      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(u);
+    const files = new Set<string>();
+    for (const src of urls.flatMap(sourcesOf)) {
+      const m = PACKAGE.exec(src);
       if (m) packages.add(m[1]!);
+      else if (src.startsWith(ROOT)) files.add(relative(ROOT, src));
     }
-    const files = urls.filter((u) => u.includes('/dist/')).map((u) => u.replace(/.*\/dist\//, ''));
-    out.set(Number(f.replace('.txt', '')), { packages, files });
+    out.set(Number(f.replace('.txt', '')), { packages, files: [...files].sort() });
   }
   return out;
 }
@@ -89,7 +105,7 @@ describe('lean processes: only what the configuration uses is loaded', function 
       const [trace] = [...traces(dir).values()];
       const files = trace!.files;
       if (args[0] === '--help' || args[0] === 'version')
-        expect(files.sort()).to.deep.equal(['bin/agent.js', 'lib/version.js']);
+        expect(files).to.deep.equal(['bin/agent.ts', 'lib/version.ts']);
       else expect(files.filter((f) => f.startsWith('lib/supervisor/'))).to.deep.equal([]);
       expect([...trace!.packages]).to.deep.equal([]);
     }

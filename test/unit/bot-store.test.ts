@@ -211,7 +211,7 @@ describe('SqliteBotStore on a file shared by several connections', () => {
     // once failed a worker's boot. 8 processes open 40 fresh files, each file at the same
     // moment in every process (a rare race: about 1 open in 60 failed before the fix).
     this.timeout(120_000);
-    const mod = pathToFileURL(join(ROOT, 'dist', 'lib', 'store', 'sqlite.js')).href;
+    const mod = pathToFileURL(join(ROOT, 'lib', 'store', 'sqlite.ts')).href;
     const script = `
       const { SqliteBotStore } = await import(${JSON.stringify(mod)});
       await import('better-sqlite3'); // loaded before the first open, as in a worker
@@ -232,14 +232,14 @@ describe('SqliteBotStore on a file shared by several connections', () => {
       }
       console.log(JSON.stringify(failures));`;
     const dir = mkdtempSync(join(tmpdir(), 'astron-sqlite-race-'));
-    const at = String(Date.now() + 1500);
+    const at = String(Date.now() + 4000); // tsx's start-up included
     const runs = Array.from(
       { length: 8 },
       () =>
         new Promise<string[]>((resolve) => {
           execFile(
             process.execPath,
-            ['--input-type=module', '-e', script, dir, at, '40'],
+            ['--import=tsx', '--input-type=module', '-e', script, dir, at, '40'],
             { timeout: 60_000, cwd: ROOT },
             (err, stdout) =>
               resolve(err ? [`exit: ${err.message}`] : (JSON.parse(stdout) as string[])),

@@ -102,16 +102,21 @@ describe('tracing settings and helpers', () => {
   });
 
   it('a worker without tracing loads no @opentelemetry package, not even the API (lazy import)', () => {
-    // CommonJS builds of the OpenTelemetry packages land in require.cache when imported.
+    // CommonJS builds of the OpenTelemetry packages land in require.cache when imported. The
+    // sources (dist/ is a bundle; test/integration/lean.test.ts checks that one).
     const script = `
-      await import(${JSON.stringify(join(ROOT, 'dist/lib/worker/boot.js'))});
+      await import(${JSON.stringify(join(ROOT, 'lib/worker/boot.ts'))});
       const { createRequire } = await import('node:module');
       const loaded = Object.keys(createRequire(import.meta.url).cache);
       console.log(JSON.stringify(loaded.filter((f) => f.includes('@opentelemetry'))));`;
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
+    const out = execFileSync(
+      process.execPath,
+      ['--import=tsx', '--input-type=module', '-e', script],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+      },
+    );
     const otel = JSON.parse(out.trim().split('\n').pop()!) as string[];
     const pkgs = [...new Set(otel.map((f) => /@opentelemetry\/([^/]+)/.exec(f)![1]))];
     expect(pkgs).to.deep.equal([]);
