@@ -173,6 +173,40 @@ export function sseFrame(obj: unknown): string {
 
 export const SSE_DONE = 'data: [DONE]\n\n';
 
+const q = JSON.stringify;
+
+/**
+ * sseFrame(c) for a chunk, byte for byte: the frames of a run's text are written from a template,
+ * since JSON.stringify of the whole nested object was the largest JavaScript cost of a streamed
+ * token. Only the shape chunk() builds with no tool call takes the template (the order of its
+ * keys is the template's); anything else (a tool call, usage, logs) is stringified whole.
+ */
+export function chunkFrame(c: ChatChunk): string {
+  const choice = c.choices.length === 1 ? c.choices[0]! : undefined;
+  const d = choice?.delta;
+  if (
+    !d ||
+    d.tool_calls !== null ||
+    c.usage !== null ||
+    c.logs.length !== 0 ||
+    c.knowledge_metadata.length !== 0 ||
+    !Number.isSafeInteger(c.created) ||
+    !Number.isSafeInteger(c.code)
+  )
+    return sseFrame(c);
+  const content = d.content === null ? 'null' : q(d.content);
+  const reasoning = d.reasoning_content === null ? 'null' : q(d.reasoning_content);
+  const finish = choice.finish_reason === null ? 'null' : q(choice.finish_reason);
+  return (
+    `data: {"id":${q(c.id)},"choices":[{"delta":{"content":${content},"function_call":null,` +
+    `"refusal":null,"role":"assistant","tool_calls":null,"reasoning_content":${reasoning}},` +
+    `"finish_reason":${finish},"index":0,"logprobs":null}],"created":${c.created},` +
+    `"model":${q(c.model)},"object":"chat.completion.chunk","service_tier":null,` +
+    `"system_fingerprint":null,"usage":null,"code":${c.code},"message":${q(c.message)},` +
+    `"logs":[],"knowledge_metadata":[]}\n\n`
+  );
+}
+
 // ---- Python-style JSON text (the inner strings of tool calls) --------------------------------
 
 /**

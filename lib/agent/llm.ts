@@ -530,13 +530,15 @@ export class LlmClient implements LlmStreamer {
     idle: IdleTimer,
     info: StreamInfo,
   ): AsyncGenerator<LlmDelta> {
-    const { arm } = idle;
     const queue: LlmDelta[] = [];
     let failure: Error | undefined;
     let finished = false;
+    // The idle timer is pushed back once per read that held an event, not per event: the
+    // events of one read arrive together, and a refresh per token was a measurable cost.
+    let heard = false;
     const onEvent = (ev: EventSourceMessage) => {
       if (finished || failure) return;
-      arm();
+      heard = true;
       info.firstAt ??= performance.now();
       if (ev.data.startsWith('[DONE]')) {
         finished = true;
@@ -596,13 +598,15 @@ export class LlmClient implements LlmStreamer {
     res.setEncoding('utf8');
     for await (const text of res.iterator({ destroyOnReturn: false }) as AsyncIterable<string>) {
       parser.feed(text);
-      // What came before an error is passed on first (the chunks already sent stay).
-      for (let i = 0; i < queue.length; i++) {
+      // What came before an error is passed on first (the chunks already sent stay). The
+      // timer is held while the consumer takes the deltas of this read; release() re-arms it.
+      if (queue.length > 0) {
         idle.hold();
-        yield queue[i]!;
+        for (let i = 0; i < queue.length; i++) yield queue[i]!;
         idle.release();
-      }
-      queue.length = 0;
+        queue.length = 0;
+      } else if (heard) idle.arm();
+      heard = false;
       if (failure) throw failure;
       if (finished) return;
     }

@@ -11,11 +11,13 @@ import {
 } from '../../lib/agent/app-auth.js';
 import {
   Aggregator,
+  chunkFrame,
   eventChunk,
   pyJson,
   sseFrame,
   SSE_DONE,
   stopChunk,
+  usageChunk,
   type ChatChunk,
 } from '../../lib/agent/chunks.js';
 import { AgentError, CODES } from '../../lib/agent/errors.js';
@@ -156,6 +158,26 @@ describe('chunks, SSE framing and aggregation (spec 4.1, 4.2, 4.4)', () => {
     const frame = sseFrame({ a: '你好\n' });
     expect(frame).to.equal('data: {"a":"你好\\n"}\n\n');
     expect(SSE_DONE).to.equal('data: [DONE]\n\n');
+  });
+
+  it('chunkFrame: byte for byte sseFrame of every chunk a run sends', () => {
+    const k = knowledgeEvent('q', {
+      metadataList: [{ source_id: 'd', chunk: [{ chunk_context: 't' }] }],
+      text: 't',
+    });
+    const odd = 'a "quote" \\ back\nnew\u2028line\u0000 你好 😀 \ud800';
+    const chunks: ChatChunk[] = [
+      eventChunk('sid', { type: 'content', text: 'Hello', model: 'm' }, 1_700_000_000_123),
+      eventChunk('sid', { type: 'reasoning', text: odd, model: odd }),
+      eventChunk('s"id', { type: 'content', text: '', model: '' }, 0),
+      eventChunk('sid', k),
+      stopChunk('sid', 40303, `Model request failed,${odd},sid`),
+      stopChunk('sid', 0, 'success', 5),
+      usageChunk('sid', { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }),
+      { ...stopChunk('sid', 0, 'success'), created: 1.5 },
+      { ...stopChunk('sid', 0, 'success'), logs: ['x'] },
+    ];
+    for (const c of chunks) expect(chunkFrame(c)).to.equal(sseFrame(c));
   });
 
   it('aggregation: concatenation, tool calls with id "", last model, the stop chunk code wins', () => {
