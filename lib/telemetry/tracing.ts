@@ -157,8 +157,10 @@ export function recordError(span: Span, err: unknown, codeAttr: string): void {
 /** The context of a span, as a parent for the next one (undefined when not recording). */
 export function spanContext(span: Span, parent: Context | undefined): Context | undefined {
   // A span the sampler dropped still carries its (unsampled) context: children and the
-  // upstream's traceparent must follow that decision.
-  if (!api || !api.trace.isSpanContextValid(span.spanContext())) return parent;
+  // upstream's traceparent must follow that decision. A recording span's ids are the SDK's own,
+  // so only a non-recording one needs the check (a regex test of both ids, per span).
+  if (!api) return parent;
+  if (!span.isRecording() && !api.trace.isSpanContextValid(span.spanContext())) return parent;
   return api.trace.setSpan(parent ?? api.ROOT_CONTEXT, span);
 }
 
