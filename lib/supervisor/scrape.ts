@@ -38,6 +38,7 @@ import type { Logger } from '../telemetry/logger.js';
 import {
   bearerOk,
   DEFAULT_MAX_SERIES,
+  EVENT_LOOP_SAMPLE_MS,
   OTHER_LABEL,
   type ScrapeResult,
 } from '../telemetry/metrics.js';
@@ -359,7 +360,11 @@ export function startClusterMetrics({
   logger,
 }: ClusterMetricsOptions): ClusterMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'astron_agent_primary_' });
+  collectDefaultMetrics({
+    register: registry,
+    prefix: 'astron_agent_primary_',
+    eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+  });
   const ready = new Gauge({
     name: 'astron_agent_workers_ready',
     help: 'Workers ready and serving',

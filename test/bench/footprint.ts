@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { CLI, freePort, ROOT, sleep, startService, tempDir } from '../support/service.js';
-import { fmt, percentile, processTree, type Bench } from './lib.js';
+import { fmt, percentile, processTree, procCpuMs, type Bench } from './lib.js';
 
 let nextPort = Number(process.env.BENCH_PORT_BASE ?? 0);
 const port = async () => (nextPort > 0 ? nextPort++ : await freePort());
@@ -195,8 +195,16 @@ async function forkToReady(name: string, env: Record<string, string>, reloads: n
   );
 }
 
+/** CPU ms per second of each process while nothing is asked of them (timers, heartbeats). */
+async function idleCpu(pids: number[], seconds = 5): Promise<string> {
+  const c0 = pids.map(procCpuMs);
+  await sleep(seconds * 1000);
+  return pids.map((pid, i) => fmt((procCpuMs(pid) - c0[i]!) / seconds, 2)).join(' / ');
+}
+
 async function idleMemory(): Promise<void> {
   const rows: string[] = [];
+  const cpuRows: string[] = [];
   const sum = (ms: { rss: number; pss: number }[]) =>
     ms.reduce((a, b) => ({ rss: a.rss + b.rss, pss: a.pss + b.pss }), { rss: 0, pss: 0 });
   const mb = (m: { rss: number; pss: number }) => `${fmt(m.rss)} / ${fmt(m.pss)}`;
@@ -223,6 +231,10 @@ async function idleMemory(): Promise<void> {
           workers.map((w) => `${serving.has(w.pid) ? 'worker' : 'spare'} ${mb(w)}`).join('; ') +
           ` (target RSS <= 60 each); all ${mb(total)}`,
       );
+      if (spare === '0')
+        cpuRows.push(
+          `  astron-agent, primary / workers: ${await idleCpu([svc.proc.pid!, ...children(svc.proc.pid!)])}`,
+        );
     } finally {
       await svc.stop();
     }
@@ -238,6 +250,9 @@ async function idleMemory(): Promise<void> {
   await sleep(2000);
   const bp = memory(proc.pid!);
   const bw = children(proc.pid!).map(memory);
+  cpuRows.push(
+    `  bare node:cluster, primary / workers: ${await idleCpu([proc.pid!, ...children(proc.pid!)])}`,
+  );
   proc.kill('SIGTERM');
   await new Promise((r) => proc.once('exit', r));
   rows.push(
@@ -245,6 +260,8 @@ async function idleMemory(): Promise<void> {
   );
   console.log('idle memory 3 s after ready, 2 workers, RSS / PSS in MB:');
   for (const r of rows) console.log(r);
+  console.log('idle CPU, 2 workers and no spare, ms of CPU per second over 5 s:');
+  for (const r of cpuRows) console.log(r);
 }
 
 const bench: Bench = {
