@@ -224,48 +224,32 @@ function raceScenarios(target: () => Target): void {
   });
 }
 
-describe('cache-aside race on writes: standalone Redis (TEST_REDIS_URL)', function () {
-  let raw: Redis;
-  before(function () {
-    if (!process.env.TEST_REDIS_URL) {
-      console.log('      (skipped: TEST_REDIS_URL is not set, e.g. redis://127.0.0.1:6379)');
-      this.skip();
-    }
-    raw = new Redis(process.env.TEST_REDIS_URL!);
+for (const { title, clientCache } of [
+  { title: 'standalone Redis (TEST_REDIS_URL)', clientCache: undefined },
+  { title: 'standalone Redis with the near cache (REDIS_CLIENT_CACHE)', clientCache: 1024 },
+]) {
+  describe(`cache-aside race on writes: ${title}`, function () {
+    let raw: Redis;
+    before(function () {
+      if (!process.env.TEST_REDIS_URL) {
+        console.log('      (skipped: TEST_REDIS_URL is not set, e.g. redis://127.0.0.1:6379)');
+        this.skip();
+      }
+      raw = new Redis(process.env.TEST_REDIS_URL!);
+    });
+    after(() => raw?.disconnect());
+    raceScenarios(() => {
+      const u = new URL(process.env.TEST_REDIS_URL!);
+      return {
+        clusterAddr: '',
+        addr: `${u.hostname}:${u.port || 6379}`,
+        password: decodeURIComponent(u.password),
+        ...(clientCache === undefined ? {} : { clientCache }),
+        raw: () => raw,
+      };
+    });
   });
-  after(() => raw?.disconnect());
-  raceScenarios(() => {
-    const u = new URL(process.env.TEST_REDIS_URL!);
-    return {
-      clusterAddr: '',
-      addr: `${u.hostname}:${u.port || 6379}`,
-      password: decodeURIComponent(u.password),
-      raw: () => raw,
-    };
-  });
-});
-
-describe('cache-aside race on writes: standalone Redis with the near cache (REDIS_CLIENT_CACHE)', function () {
-  let raw: Redis;
-  before(function () {
-    if (!process.env.TEST_REDIS_URL) {
-      console.log('      (skipped: TEST_REDIS_URL is not set, e.g. redis://127.0.0.1:6379)');
-      this.skip();
-    }
-    raw = new Redis(process.env.TEST_REDIS_URL!);
-  });
-  after(() => raw?.disconnect());
-  raceScenarios(() => {
-    const u = new URL(process.env.TEST_REDIS_URL!);
-    return {
-      clusterAddr: '',
-      addr: `${u.hostname}:${u.port || 6379}`,
-      password: decodeURIComponent(u.password),
-      clientCache: 1024,
-      raw: () => raw,
-    };
-  });
-});
+}
 
 describe('cache-aside race on writes: a three-node Redis Cluster', function () {
   let cluster: RedisCluster;
