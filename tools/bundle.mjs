@@ -31,24 +31,34 @@ const external = [
   'mime-db',
 ];
 
-// prom-client requires @opentelemetry/api when it loads, to read the active span for exemplars,
-// which we never turn on: 44 more modules in every process that keeps a metrics registry (the
-// primary too; 1-2 MB of idle RSS here). prom-client gets a stand-in that requires the real API on
-// first use, which is then the one instance from node_modules that the tracing code imports.
-const lazyOtelApiForPromClient = {
-  name: 'prom-client-lazy-otel-api',
+// Packages required when a module loads but used, if ever, only later get a stand-in that
+// requires the real one on first use:
+// - prom-client requires @opentelemetry/api to read the active span for exemplars, which we never
+//   turn on: 44 more modules in every process that keeps a metrics registry (the primary too; 1-2
+//   MB of idle RSS here). The real API, when it is loaded, is the one instance from node_modules
+//   that the tracing code imports.
+// - Express (and accepts, type-is, send) require mime-types, which parses mime-db's 230 kB of
+//   JSON: about 3 MB of a worker's idle RSS, for lookups no route of ours makes (the routes set
+//   Content-Type themselves; express.raw is given a type function). Used, it loads then (~10 ms).
+const LAZY = [
+  { pkg: '@opentelemetry/api', from: /[/\\]node_modules[/\\]prom-client[/\\]/ },
+  { pkg: 'mime-types', from: /[/\\]node_modules[/\\]/ },
+];
+const lazyOnFirstUse = {
+  name: 'lazy-on-first-use',
   setup(b) {
-    b.onResolve({ filter: /^@opentelemetry\/api$/ }, ({ importer }) =>
-      /[/\\]node_modules[/\\]prom-client[/\\]/.test(importer)
-        ? { path: 'otel-api', namespace: 'lazy' }
-        : undefined,
-    );
-    b.onLoad({ filter: /.*/, namespace: 'lazy' }, () => ({
+    for (const { pkg, from } of LAZY) {
+      const filter = new RegExp(`^${pkg.replace(/[/.-]/g, (c) => `\\${c}`)}$`);
+      b.onResolve({ filter }, ({ importer, namespace }) =>
+        namespace !== 'lazy' && from.test(importer) ? { path: pkg, namespace: 'lazy' } : undefined,
+      );
+    }
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, ({ path }) => ({
       loader: 'js',
       resolveDir: root,
-      contents: `let api;
-const real = () => (api ??= require('@opentelemetry/api'));
-module.exports = new Proxy({}, { get: (_, k) => real()[k], has: (_, k) => k in real() });`,
+      contents: `let real;
+const load = () => (real ??= require(${JSON.stringify(path)}));
+module.exports = new Proxy({}, { get: (_, k) => load()[k], has: (_, k) => k in load() });`,
     }));
   },
 };
@@ -66,7 +76,7 @@ const result = await build({
   platform: 'node',
   target: 'node20',
   external,
-  plugins: [lazyOtelApiForPromClient],
+  plugins: [lazyOnFirstUse],
   // Bundled CommonJS packages (express and its dependencies) require() Node's built-ins.
   banner: {
     js: "import { createRequire as __astronCreateRequire } from 'node:module';\nconst require = __astronCreateRequire(import.meta.url);",

@@ -57,6 +57,8 @@ const OPTIONAL = [
   'winston',
   'envalid',
   'zod',
+  // mime-types' tables: no route of ours makes a MIME lookup (tools/bundle.mjs defers it)
+  'mime-db',
 ];
 
 describe('lean processes: only what the configuration uses is loaded', function () {
