@@ -125,12 +125,15 @@ export interface SseWriter {
 export function sseEmitter(res: Response, stall: StallPolicy): SseWriter {
   let gathered = '';
   let queued = false;
-  const flush = () => {
-    queued = false;
-    if (gathered === '') return;
+  const take = () => {
     const text = gathered;
     gathered = '';
-    if (!res.destroyed && !res.writableEnded) res.write(text);
+    return text;
+  };
+  const flush = () => {
+    queued = false;
+    const text = take();
+    if (text !== '' && !res.destroyed && !res.writableEnded) res.write(text);
   };
   const emit = (c: ChatChunk): void | Promise<void> => {
     if (res.destroyed || res.writableEnded) return;
@@ -142,11 +145,6 @@ export function sseEmitter(res: Response, stall: StallPolicy): SseWriter {
     }
     // A write that filled the buffer (this one, or an earlier turn's): wait as a write would.
     if (res.writableNeedDrain) return drained(res, stall);
-  };
-  const take = () => {
-    const text = gathered;
-    gathered = '';
-    return text;
   };
   return { emit, take };
 }
