@@ -21,6 +21,7 @@
 // every hit) and making a re-create answer 40053 (issue 13).
 import { AgentError, CODES } from '../agent/errors.js';
 import type { Logger } from '../telemetry/logger.js';
+import { RateLimiter } from '../telemetry/rate-limit.js';
 import { fromCacheValue, StoredValueMemo, toCacheValue, type BotConfig } from './bot-config.js';
 import type { RedisCache } from './redis-cache.js';
 import { probe, type BotStore } from './types.js';
@@ -32,12 +33,10 @@ export type BotCache = Pick<
 > &
   Partial<Pick<RedisCache, 'peek'>>;
 
-const WARN_EVERY_MS = 10_000;
-
 export class CachedBotStore implements BotStore {
   readonly kind: string;
-  private lastWarn = 0;
-  private suppressed = 0;
+  /** One "Redis unavailable" warning every 10 s at most. */
+  private readonly warnings = new RateLimiter(10_000);
   /** Cached values read recently (a hit of the same value parses nothing). */
   private readonly memo = new StoredValueMemo();
 
@@ -50,17 +49,12 @@ export class CachedBotStore implements BotStore {
   }
 
   private warn(op: string, err: unknown): void {
-    const now = Date.now();
-    if (now - this.lastWarn < WARN_EVERY_MS) {
-      this.suppressed++;
-      return;
-    }
+    const { ok, suppressed } = this.warnings.take();
+    if (!ok) return;
     this.logger.warn(`redis unavailable during ${op}; answered from the database`, {
       error: (err as Error)?.message ?? String(err),
-      suppressed: this.suppressed,
+      suppressed,
     });
-    this.lastWarn = now;
-    this.suppressed = 0;
   }
 
   /** The cached value; `undefined` when Redis could not be asked. */

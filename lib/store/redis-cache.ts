@@ -28,6 +28,7 @@
 // (tracking would need a redirect connection per node).
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../telemetry/logger.js';
+import { RateLimiter } from '../telemetry/rate-limit.js';
 import { NearCache } from './near-cache.js';
 
 export interface RedisCacheOptions {
@@ -112,7 +113,7 @@ export class RedisCache {
   /** Bumped whenever a connection closes: tracking switched on before then is stale. */
   private link = 0;
   private slideTimer?: NodeJS.Timeout;
-  private lastTrackWarn = 0;
+  private readonly trackWarnings = new RateLimiter(10_000);
   /** The expiry is reset when less than this (ms) is left: REDIS_EXPIRE less the slack. */
   private readonly slideBelowMs: number;
 
@@ -301,9 +302,7 @@ export class RedisCache {
   }
 
   private trackingFailed(err: unknown): void {
-    const now = Date.now();
-    if (now - this.lastTrackWarn < 10_000) return;
-    this.lastTrackWarn = now;
+    if (!this.trackWarnings.take().ok) return;
     this.logger.warn('redis client-side caching unavailable; every read asks Redis', {
       error: (err as Error)?.message ?? String(err),
     });

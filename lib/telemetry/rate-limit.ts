@@ -1,5 +1,5 @@
-// A log limiter for the OTLP exporters: a dead collector fails every export, and each failure
-// must not become a log line.
+// A log limiter: a dead collector fails every export, an unreachable Redis every read, and each
+// failure must not become a log line.
 
 /** Lets one event through per interval and counts the ones it held back. */
 export class RateLimiter {
