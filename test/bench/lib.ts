@@ -2,6 +2,7 @@
 import autocannon from 'autocannon';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
 
 export interface Bench {
   title: string;
@@ -142,4 +143,37 @@ export function processTree(pid: number): number[] {
 /** CPU time (ms) of a process tree (the primary, its workers, the spare) so far. */
 export function treeCpuMs(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + procCpuMs(pid), 0);
+}
+
+/**
+ * One streaming POST /agent/v1/chat/completions as app `app`: true when it answered 200 and
+ * ended with `data: [DONE]`; never rejects.
+ */
+export function chatStream(
+  agent: http.Agent,
+  port: number,
+  body: string,
+  app: string,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/agent/v1/chat/completions',
+        method: 'POST',
+        agent,
+        headers: { 'Content-Type': 'application/json', 'x-consumer-username': app },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve(res.statusCode === 200 && text.endsWith('data: [DONE]\n\n')));
+        res.on('error', () => resolve(false));
+      },
+    );
+    req.on('error', () => resolve(false));
+    req.end(body);
+  });
 }

@@ -15,7 +15,7 @@ import { mysqlEnv, scratchDatabase } from '../support/mysql.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { request, ROOT, sleep, startService } from '../support/service.js';
 import { busyMs, topSelf } from './cpuprofile-top.js';
-import { load } from './lib.js';
+import { chatStream, load } from './lib.js';
 
 const [kind = 'health', dir = '/tmp/prof', secs = '10'] = process.argv.slice(2);
 const port = Number(process.env.PROFILE_PORT ?? 19101);
@@ -90,26 +90,7 @@ try {
       stream: true,
       messages: [{ role: 'user', content: 'count' }],
     });
-    const one = () =>
-      new Promise<void>((resolve) => {
-        const req = http.request(
-          {
-            host: '127.0.0.1',
-            port,
-            path: '/agent/v1/chat/completions',
-            method: 'POST',
-            agent,
-            headers: { 'Content-Type': 'application/json', 'x-consumer-username': 'prof_app' },
-          },
-          (res) => {
-            res.resume();
-            res.on('end', resolve);
-            res.on('error', () => resolve());
-          },
-        );
-        req.on('error', () => resolve());
-        req.end(body);
-      });
+    const one = () => chatStream(agent, port, body, 'prof_app');
     while (Date.now() < deadline) {
       const c = Number(process.env.PROFILE_CONCURRENCY ?? 50);
       await Promise.all(Array.from({ length: c }, one));

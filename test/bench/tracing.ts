@@ -32,35 +32,19 @@ import { createBot } from '../support/chat.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { startService, sleep, type Service } from '../support/service.js';
 import { startUpstream } from './chat.js';
-import { fmt, percentile, processTree, procCpuMs, treeCpuMs, type Bench } from './lib.js';
+import {
+  chatStream,
+  fmt,
+  percentile,
+  processTree,
+  procCpuMs,
+  treeCpuMs,
+  type Bench,
+} from './lib.js';
 
 const MODEL = 'chunks-50';
 type Kind = 'off' | 'same' | 'on' | 'ratio';
 const APP = 'bench_app';
-
-function stream(agent: http.Agent, port: number, body: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        path: '/agent/v1/chat/completions',
-        method: 'POST',
-        agent,
-        headers: { 'Content-Type': 'application/json', 'x-consumer-username': APP },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve(res.statusCode === 200 && text.endsWith('data: [DONE]\n\n')));
-        res.on('error', () => resolve(false));
-      },
-    );
-    req.on('error', () => resolve(false));
-    req.end(body);
-  });
-}
 
 async function batch(n: number, c: number, one: () => Promise<boolean>): Promise<number> {
   let next = 0;
@@ -227,7 +211,7 @@ const bench: Bench = {
         stream: true,
         messages: [{ role: 'user', content: 'count' }],
       });
-      const run = (k: Kind) => () => stream(agent, services[k].port, body);
+      const run = (k: Kind) => () => chatStream(agent, services[k].port, body, APP);
       // A long warm-up: the export path (serialising a batch, every 3 s) runs rarely, and V8
       // optimises it only after a few dozen exports; a worker lives for hours.
       const warmUntil = Date.now() + Number(process.env.BENCH_WARMUP_MS ?? 20_000);
