@@ -1,29 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the container test needs from Debian's packages when it is missing: podman (the
 # engine, daemonless), runc (crun refuses this machine's hybrid cgroup layout) and debootstrap
-# (the test makes its own base image: no registry is reachable). Idempotent; installs nothing
-# when all three are there. No service is started or enabled.
+# (the test makes its own base image: no registry is reachable). Idempotent; no service is
+# started or enabled (test/support/apt-install.sh).
 set -euo pipefail
-missing=()
-for pkg in podman runc debootstrap; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if [ ${#missing[@]} = 0 ]; then exit 0; fi
-if [ "$(id -u)" != 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then exec sudo -n bash "$0" "$@"; fi
-  echo "container-test install: missing ${missing[*]} and this is not root (no sudo)" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-# invoke-rc.d asks policy-rc.d whether a package may start its service; 101 means "no". Only a
-# policy we put here ourselves is removed again.
-ours=0
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
-  ours=1
-fi
-trap 'if [ "$ours" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "container-test install: installed ${missing[*]}"
+exec bash "$(dirname "$0")/../support/apt-install.sh" container-test podman runc debootstrap
