@@ -5,7 +5,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import { createApp } from './app.js';
+import { createApp, expressHttpClasses } from './app.js';
 import type { AppDeps } from './deps.js';
 import { HEALTH_PATHS, healthHandler } from './routes/health.js';
 import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
@@ -53,7 +53,7 @@ export function createHttpService(deps: AppDeps): HttpService {
   let requests = 0;
   let countWatch: { n: number; fn: () => void } | undefined;
 
-  const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = http.createServer(expressHttpClasses(app), (req, res) => {
     const requestId = requestIdFrom(req.headers['x-request-id']);
     res.setHeader('X-Request-Id', requestId);
     requestContext.run({ requestId }, answer, req, res);
