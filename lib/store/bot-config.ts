@@ -205,9 +205,10 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-interface MemoEntry {
-  raw: readonly unknown[];
-  cfg: BotConfig;
+export interface MemoEntry {
+  readonly raw: readonly unknown[];
+  readonly cfg: BotConfig;
+  /** JSON of `cfg`, made by the first read that asked for it. */
   text?: string;
 }
 
@@ -240,6 +241,11 @@ export class StoredValueMemo {
     }
     this.map.set(botId, e);
     return e;
+  }
+
+  /** The entry of a stored value (frozen config, text once asked); `read` decodes it when new. */
+  entry(botId: string, raw: readonly unknown[], read: () => BotConfig): MemoEntry {
+    return this.lookup(botId, raw) ?? this.remember(botId, raw, read());
   }
 
   /** The (frozen) config of a stored value; `read` decodes and checks it when it is new. */

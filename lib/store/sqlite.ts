@@ -7,8 +7,8 @@
 // The table has the columns of the MySQL one (spec 6.2); JSON columns hold plain JSON text (no
 // Python instance shares this file), and reads accept the double-encoded form too.
 //
-// GET bot-config (getText) answers a config read before from the worker's memory while no other
-// connection has committed since: `PRAGMA data_version` (a third of the SELECT's cost) changes
+// A read (a chat's bot config, GET bot-config's text) answers a config read before from the
+// worker's memory while no other connection has committed since: `PRAGMA data_version` (a third of the SELECT's cost) changes
 // on this connection whenever another one (another worker, a CLI) commits to the file, and then
 // everything remembered is dropped; this connection's own writes drop their bot's entry.
 import { mkdirSync } from 'node:fs';
@@ -22,6 +22,7 @@ import {
   JSON_COLUMNS,
   rowValues,
   StoredValueMemo,
+  type MemoEntry,
   type BotConfig,
   type BotConfigRow,
 } from './bot-config.js';
@@ -72,8 +73,8 @@ async function retryWhileBusy(budgetMs: number, fn: () => void): Promise<void> {
 }
 
 const COLS = ['app_id', 'bot_id', ...JSON_COLUMNS].join(', ');
-/** Most answer texts remembered (all are dropped at once when full; they are cheap to reread). */
-const TEXTS_MAX = 1024;
+/** Most configs remembered (all are dropped at once when full; they are cheap to reread). */
+const KNOWN_MAX = 1024;
 
 export class SqliteBotStore implements BotStore {
   readonly kind = 'sqlite';
@@ -86,8 +87,8 @@ export class SqliteBotStore implements BotStore {
     delete: BetterSqlite3.Statement<[string, string]>;
     dataVersion: BetterSqlite3.Statement<[], number>;
   };
-  /** Answer texts by bot_id, valid while `PRAGMA data_version` still answers `seenVersion`. */
-  private readonly texts = new Map<string, { appId: string; text: string }>();
+  /** Configs by bot_id, valid while `PRAGMA data_version` still answers `seenVersion`. */
+  private readonly known = new Map<string, MemoEntry>();
   private seenVersion = -1;
 
   private constructor(private readonly db: BetterSqlite3.Database) {
@@ -134,8 +135,7 @@ export class SqliteBotStore implements BotStore {
   }
 
   async get(appId: string, botId: string): Promise<BotConfig | null> {
-    const row = this.stmts.get.get(appId, botId);
-    return row ? this.memo.config(botId, rowValues(row), () => fromRow(row)) : null;
+    return this.read(appId, botId)?.cfg ?? null;
   }
 
   async getText(appId: string, botId: string): Promise<string | null> {
@@ -144,24 +144,32 @@ export class SqliteBotStore implements BotStore {
 
   /** getText without the promise: better-sqlite3 answers synchronously. */
   peekText(appId: string, botId: string): string | null {
+    const known = this.read(appId, botId);
+    if (!known) return null;
+    known.text ??= JSON.stringify(known.cfg);
+    return known.text;
+  }
+
+  /** The bot's config from memory while no other connection has committed, else from the file. */
+  private read(appId: string, botId: string): MemoEntry | undefined {
     const version = this.stmts.dataVersion.get()!;
     if (version !== this.seenVersion) {
       // Another connection committed (or this is the first read): nothing remembered holds.
-      this.texts.clear();
+      this.known.clear();
       this.seenVersion = version;
     }
-    const known = this.texts.get(botId);
-    if (known !== undefined && known.appId === appId) return known.text;
+    const known = this.known.get(botId);
+    if (known !== undefined && known.cfg.app_id === appId) return known;
     const row = this.stmts.get.get(appId, botId);
-    if (!row) return null;
-    const hit = this.memo.text(botId, rowValues(row), () => fromRow(row));
-    if (this.texts.size >= TEXTS_MAX && !this.texts.has(botId)) this.texts.clear();
-    this.texts.set(botId, hit);
-    return hit.text;
+    if (!row) return undefined;
+    const hit = this.memo.entry(botId, rowValues(row), () => fromRow(row));
+    if (this.known.size >= KNOWN_MAX && !this.known.has(botId)) this.known.clear();
+    this.known.set(botId, hit);
+    return hit;
   }
 
   async create(cfg: BotConfig): Promise<boolean> {
-    this.texts.delete(cfg.bot_id);
+    this.known.delete(cfg.bot_id);
     try {
       this.stmts.insert.run({
         id: this.ids.next(),
@@ -180,7 +188,7 @@ export class SqliteBotStore implements BotStore {
   }
 
   async update(cfg: BotConfig): Promise<boolean> {
-    this.texts.delete(cfg.bot_id);
+    this.known.delete(cfg.bot_id);
     const r = this.stmts.update.run({
       app_id: cfg.app_id,
       bot_id: cfg.bot_id,
@@ -191,7 +199,7 @@ export class SqliteBotStore implements BotStore {
   }
 
   async delete(appId: string, botId: string): Promise<boolean> {
-    this.texts.delete(botId);
+    this.known.delete(botId);
     return this.stmts.delete.run(appId, botId).changes > 0;
   }
 

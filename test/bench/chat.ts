@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { LlmClient } from '../../lib/agent/llm.js';
 import { createBot } from '../support/chat.js';
 import { freePort, ROOT, sleep, startService } from '../support/service.js';
-import { fmt, percentile, type Bench } from './lib.js';
+import { fmt, percentile, procCpuMs, type Bench } from './lib.js';
 
 // 50 content chunks 20 ms apart (~50 tokens/s, an ordinary LLM pace): ~1 s a stream.
 const PACED = 'paced-50-20';
@@ -29,13 +29,6 @@ interface Sample {
   ok: boolean;
   /** Streams of the same batch open when this one started. */
   others?: number;
-}
-
-/** CPU time (user + system) of a process in ms. */
-export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ = 100
 }
 
 function rssMb(pid: number): number {
@@ -201,9 +194,9 @@ const bench: Bench = {
         let workerCpu = 0;
         for (let round = 0; round < 3; round++) {
           d.push(...(await batch(Math.round(n / 3), c, direct(PACED), spread)));
-          const c0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+          const c0 = pids.reduce((sum, pid) => sum + procCpuMs(pid), 0);
           a.push(...(await batch(Math.round(n / 3), c, viaAgent('bench_paced'), spread)));
-          workerCpu += pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - c0;
+          workerCpu += pids.reduce((sum, pid) => sum + procCpuMs(pid), 0) - c0;
         }
         const bad = d.filter((s) => !s.ok).length + a.filter((s) => !s.ok).length;
         // Steady rows count the streams that started with the other 49 open (not the ramp up
@@ -241,7 +234,7 @@ const bench: Bench = {
           `  added total: p50 ${fmt(col(a, 'total', 50) - col(d, 'total', 50), 2)} ms, p99 ${fmt(col(a, 'total', 99) - col(d, 'total', 99), 2)} ms`,
         );
         console.log(
-          `  worker CPU per stream (user+system from /proc): ${fmt(workerCpu / aAll, 2)} ms`,
+          `  worker CPU per stream (schedstat, every thread): ${fmt(workerCpu / aAll, 2)} ms`,
         );
       }
 
@@ -303,7 +296,7 @@ const bench: Bench = {
 
 /**
  * What a stream costs the workers, split into its set-up and its tokens: worker CPU per stream
- * (user + system, both workers) of 10-chunk and 100-chunk streams, 10 concurrent, in
+ * (every thread's schedstat run time, both workers) of 10-chunk and 100-chunk streams, 10 concurrent, in
  * interleaved rounds; per token = (CPU(100) - CPU(10)) / 90, set-up = CPU(10) - 10 x per token.
  * Measured twice. Unpaced (`chunks-N`, the figure quoted since issue 6): the fake upstream writes
  * the whole answer at once, so it arrives in one or two reads and the figure is the JavaScript
@@ -343,10 +336,10 @@ async function streamCost(
     let bad = 0;
     for (let r = 0; r < rounds; r++) {
       for (const n of r % 2 ? [100, 10] : [10, 100]) {
-        const c0 = pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+        const c0 = pids.reduce((sum, pid) => sum + procCpuMs(pid), 0);
         const out = await batch(N, 10, one(`bench_${tag}${n}`));
         bad += out.filter((x) => !x.ok).length;
-        perStream[n]!.push((pids.reduce((sum, pid) => sum + cpuMs(pid), 0) - c0) / N);
+        perStream[n]!.push((pids.reduce((sum, pid) => sum + procCpuMs(pid), 0) - c0) / N);
       }
     }
     const tokenUs = perStream[100]!.map((v, i) => ((v - perStream[10]![i]!) / 90) * 1000);
