@@ -1,22 +1,14 @@
 // Issue 4 figures: /metrics scrape latency (the whole cluster through the primary) with 2 and 4
 // workers, and /health throughput with metrics on against metrics off in the same run (the
 // instrumentation's cost), plus, for information, with the OTLP push on as well.
-import { readFileSync } from 'node:fs';
 import { createWorkerMetrics } from '../../lib/telemetry/metrics.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { request, startService, type Service } from '../support/service.js';
-import { fmt, hasWrk, load, percentile, wrkLoad, type Bench } from './lib.js';
+import { fmt, hasWrk, load, percentile, procCpuMs, wrkLoad, type Bench } from './lib.js';
 
-/** CPU seconds (user + system) used so far by these processes, from /proc. */
+/** CPU seconds used so far by these processes (every thread's schedstat run time). */
 function cpuSeconds(pids: number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    // Fields after the command name: state is field 3; utime and stime are fields 14 and 15.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(rest[11]) + Number(rest[12]);
-  }
-  return ticks / 100; // USER_HZ
+  return pids.reduce((sum, pid) => sum + procCpuMs(pid), 0) / 1000;
 }
 
 async function settle(svc: Service): Promise<void> {
@@ -116,7 +108,7 @@ const bench: Bench = {
     console.log(`  with the OTLP push as well           : ${cost(2)}  (information)`);
     console.log(`  OTLP exports received during the run : ${receiver.received.length}`);
     console.log(
-      'worker CPU time per /health request (from /proc; less disturbed by other load than req/s):',
+      'worker CPU time per /health request (schedstat, every thread; less disturbed by other load than req/s):',
     );
     cases.forEach(([name], i) =>
       console.log(`  ${name.padEnd(36)}: ${fmt(cpu[i]!, 1)} µs (median)`),
