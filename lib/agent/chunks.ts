@@ -64,6 +64,9 @@ export type RunnerEvent =
   | { type: 'reasoning'; text: string; model: string }
   | { type: 'tool_call'; call: ToolCall; model?: string };
 
+/** An event, or the events of one upstream read together (one step down the chain, not many). */
+export type RunnerItem = RunnerEvent | RunnerEvent[];
+
 function chunk(
   sid: string,
   model: string,

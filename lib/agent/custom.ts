@@ -18,7 +18,7 @@ import {
 } from '../schema/schema.js';
 import { parseHostAllowList, type HostAllowList } from '../config/host-allow-list.js';
 import type { KeyResolver } from './app-auth.js';
-import type { RunnerEvent } from './chunks.js';
+import type { RunnerItem } from './chunks.js';
 import { splitQuestion } from './history.js';
 import { allowListedLlm, checkLlmHost } from './upstream-hosts.js';
 import { KnowledgeClient, knowledgeEvent, retrieveForItems } from './knowledge.js';
@@ -174,7 +174,7 @@ export async function* runCustom(
   deps: CustomDeps,
   inputs: CustomCompletionInputs,
   ctx: RunContext,
-): AsyncGenerator<RunnerEvent> {
+): AsyncGenerator<RunnerItem> {
   const mc = inputs.model_config;
   checkLlmHost(deps.allowedHosts ?? null, mc);
   const key =

@@ -98,6 +98,34 @@ export interface LlmStreamer {
     signal: AbortSignal,
     call?: LlmCallOptions,
   ): AsyncGenerator<LlmDelta>;
+  /** The same deltas, those of one upstream read together (see deltaBatches). */
+  streamBatches?(
+    model: LlmModel,
+    messages: LlmMessage[],
+    signal: AbortSignal,
+    call?: LlmCallOptions,
+  ): AsyncGenerator<LlmDelta[]>;
+}
+
+/**
+ * The deltas of an LLM call, those of one upstream read together where the streamer can: each
+ * step through a chain of async generators costs promises (and, with AsyncLocalStorage on,
+ * promise hooks), so a read's tokens go down the chain once, not once each.
+ */
+export function deltaBatches(
+  llm: LlmStreamer,
+  model: LlmModel,
+  messages: LlmMessage[],
+  signal: AbortSignal,
+  call?: LlmCallOptions,
+): AsyncGenerator<LlmDelta[]> {
+  return llm.streamBatches
+    ? llm.streamBatches(model, messages, signal, call)
+    : singles(llm.stream(model, messages, signal, call));
+}
+
+async function* singles(deltas: AsyncIterable<LlmDelta>): AsyncGenerator<LlmDelta[]> {
+  for await (const d of deltas) yield [d];
 }
 
 /** What the stream reported about itself, read from its chunks. */
@@ -350,6 +378,16 @@ export class LlmClient implements LlmStreamer {
     signal: AbortSignal,
     call?: LlmCallOptions,
   ): AsyncGenerator<LlmDelta> {
+    for await (const batch of this.streamBatches(model, messages, signal, call))
+      for (const d of batch) yield d;
+  }
+
+  async *streamBatches(
+    model: LlmModel,
+    messages: LlmMessage[],
+    signal: AbortSignal,
+    call?: LlmCallOptions,
+  ): AsyncGenerator<LlmDelta[]> {
     if (signal.aborted) throw new RunAbortedError();
     if (!model.api) {
       throw new AgentError(CODES.MODEL_REQUEST, undefined, {
@@ -524,13 +562,13 @@ export class LlmClient implements LlmStreamer {
     }
   }
 
-  /** The deltas of an event stream, until `[DONE]` or the end of the body. */
+  /** The deltas of an event stream, a read's together, until `[DONE]` or the end of the body. */
   private async *events(
     res: IncomingMessage,
     idle: IdleTimer,
     info: StreamInfo,
-  ): AsyncGenerator<LlmDelta> {
-    const queue: LlmDelta[] = [];
+  ): AsyncGenerator<LlmDelta[]> {
+    let queue: LlmDelta[] = [];
     let failure: Error | undefined;
     let finished = false;
     // The idle timer is pushed back once per read that held an event, not per event: the
@@ -601,19 +639,20 @@ export class LlmClient implements LlmStreamer {
       // What came before an error is passed on first (the chunks already sent stay). The
       // timer is held while the consumer takes the deltas of this read; release() re-arms it.
       if (queue.length > 0) {
+        const batch = queue;
+        queue = [];
         idle.hold();
-        for (let i = 0; i < queue.length; i++) yield queue[i]!;
+        yield batch;
         idle.release();
-        queue.length = 0;
       } else if (heard) idle.arm();
       heard = false;
       if (failure) throw failure;
       if (finished) return;
     }
     parser.reset({ consume: true });
-    for (const d of queue) {
+    if (queue.length > 0) {
       idle.hold();
-      yield d;
+      yield queue;
       idle.release();
     }
     if (failure) throw failure;

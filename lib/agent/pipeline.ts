@@ -5,7 +5,7 @@
 // ReAct runner in there).
 import type { BotConfig } from '../store/bot-config.js';
 import type { BotStore } from '../store/types.js';
-import type { RunnerEvent } from './chunks.js';
+import type { RunnerItem } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { splitQuestion } from './history.js';
 import type { KeyResolver } from './app-auth.js';
@@ -76,7 +76,7 @@ export async function* runOpenApi(
   deps: PipelineDeps,
   inputs: CompletionInputs,
   ctx: RunContext,
-): AsyncGenerator<RunnerEvent> {
+): AsyncGenerator<RunnerItem> {
   const config = await deps.botStore.get(ctx.appId, inputs.bot_id);
   if (!config) throw new AgentError(CODES.BOT_CONFIG_NOT_FOUND);
   if (ctx.signal.aborted) throw new RunAbortedError();

@@ -15,7 +15,7 @@ import {
   usageChunk,
   type ChatChunk,
   type ChatUsage,
-  type RunnerEvent,
+  type RunnerItem,
 } from './chunks.js';
 import { AgentError, CODES } from './errors.js';
 import { KnowledgeClient } from './knowledge.js';
@@ -96,7 +96,7 @@ export interface ChatService {
   run(
     req: RunRequest,
     signal: AbortSignal,
-    events: (ctx: RunContext) => AsyncIterable<RunnerEvent>,
+    events: (ctx: RunContext) => AsyncIterable<RunnerItem>,
     emit: Emit,
   ): Promise<ChatOutcome>;
   /** Chat runs in progress in this worker. */
@@ -122,7 +122,7 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
   async function run(
     req: RunRequest,
     signal: AbortSignal,
-    events: (ctx: RunContext) => AsyncIterable<RunnerEvent>,
+    events: (ctx: RunContext) => AsyncIterable<RunnerItem>,
     emit: Emit,
   ): Promise<ChatOutcome> {
     const started = performance.now();
@@ -196,15 +196,17 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
 
   async function drive(
     ctx: RunContext,
-    events: (ctx: RunContext) => AsyncIterable<RunnerEvent>,
+    events: (ctx: RunContext) => AsyncIterable<RunnerItem>,
     emit: Emit,
   ): Promise<ChatOutcome> {
     const { sid, signal } = ctx;
     try {
-      for await (const ev of events(ctx)) {
-        if (signal.aborted) throw new RunAbortedError();
-        const p = emit(eventChunk(sid, ev));
-        if (p) await p;
+      for await (const item of events(ctx)) {
+        for (const ev of Array.isArray(item) ? item : [item]) {
+          if (signal.aborted) throw new RunAbortedError();
+          const p = emit(eventChunk(sid, ev));
+          if (p) await p;
+        }
       }
       if (signal.aborted) throw new RunAbortedError();
     } catch (err) {

@@ -3,7 +3,14 @@
 // caller's app, so a host off the list must never see a byte of it.
 import { hostAllowed, hostOf, type HostAllowList } from '../config/host-allow-list.js';
 import { AgentError, CODES } from './errors.js';
-import type { LlmCallOptions, LlmDelta, LlmMessage, LlmModel, LlmStreamer } from './llm.js';
+import {
+  deltaBatches,
+  type LlmCallOptions,
+  type LlmDelta,
+  type LlmMessage,
+  type LlmModel,
+  type LlmStreamer,
+} from './llm.js';
 
 /** 40303 (the code of any LLM request that fails) when the model's api host is not allowed. */
 export function checkLlmHost(list: HostAllowList, model: Pick<LlmModel, 'api' | 'domain'>): void {
@@ -38,6 +45,15 @@ export function allowListedLlm(llm: LlmStreamer, list: HostAllowList): LlmStream
     ): AsyncGenerator<LlmDelta> {
       checkLlmHost(list, model);
       yield* llm.stream(model, messages, signal, call);
+    },
+    async *streamBatches(
+      model: LlmModel,
+      messages: LlmMessage[],
+      signal: AbortSignal,
+      call?: LlmCallOptions,
+    ): AsyncGenerator<LlmDelta[]> {
+      checkLlmHost(list, model);
+      yield* deltaBatches(llm, model, messages, signal, call);
     },
   };
 }

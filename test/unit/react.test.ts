@@ -342,7 +342,7 @@ async function run(turns: Turn[], tools: Tool[], maxLoop = 5) {
   const events: RunnerEvent[] = [];
   let error: unknown;
   try {
-    for await (const ev of runner.run(ctx())) events.push(ev);
+    for await (const ev of runner.run(ctx())) events.push(...(Array.isArray(ev) ? ev : [ev]));
   } catch (err) {
     error = err;
   }

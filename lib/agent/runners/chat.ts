@@ -1,10 +1,10 @@
 // The chat runner (spec 7.5): one streamed completion of [system, user] with the project's own
 // prompt texts; every reasoning piece becomes a reasoning event, every content piece a content
 // event (model = the answer model's domain).
-import type { RunnerEvent } from '../chunks.js';
+import type { RunnerEvent, RunnerItem } from '../chunks.js';
 import { formatNow } from '../../schema/datetime.js';
 import { renderHistory } from '../history.js';
-import type { LlmMessage } from '../llm.js';
+import { deltaBatches, type LlmMessage } from '../llm.js';
 import { CHAT_SYSTEM_PROMPT, CHAT_USER_PROMPT, fill } from '../prompts.js';
 import type { RunContext, Runner, RunnerInputs } from './types.js';
 
@@ -31,16 +31,22 @@ export function chatMessages(
 export function chatRunner(input: RunnerInputs): Runner {
   return {
     name: 'chat',
-    async *run(ctx: RunContext): AsyncGenerator<RunnerEvent> {
+    async *run(ctx: RunContext): AsyncGenerator<RunnerItem> {
       const model = input.model.domain;
-      for await (const d of input.llm.stream(
+      const messages = chatMessages(input);
+      for await (const batch of deltaBatches(
+        input.llm,
         input.model,
-        chatMessages(input),
+        messages,
         ctx.signal,
         ctx.llm,
       )) {
-        if (d.reasoning !== undefined) yield { type: 'reasoning', text: d.reasoning, model };
-        if (d.content !== undefined) yield { type: 'content', text: d.content, model };
+        const out: RunnerEvent[] = [];
+        for (const d of batch) {
+          if (d.reasoning !== undefined) out.push({ type: 'reasoning', text: d.reasoning, model });
+          if (d.content !== undefined) out.push({ type: 'content', text: d.content, model });
+        }
+        if (out.length > 0) yield out;
       }
     },
   };

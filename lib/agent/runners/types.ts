@@ -1,8 +1,9 @@
 // The runner interface shared by the chat runner and the ReAct runner:
-// a runner yields RunnerEvents (content, reasoning, tool calls); the endpoint layer frames them
+// a runner yields RunnerEvents (content, reasoning, tool calls), one at a time or those of one
+// upstream read together; the endpoint layer frames them
 // (SSE, WebSocket, aggregation), builds the stop chunk, maps errors and records metrics.
 import type { Context } from '@opentelemetry/api';
-import type { RunnerEvent } from '../chunks.js';
+import type { RunnerItem } from '../chunks.js';
 import type { ChatMessage } from '../history.js';
 import type { LlmCallOptions, LlmModel, LlmStreamer } from '../llm.js';
 
@@ -25,7 +26,7 @@ export interface RunContext {
 
 export interface Runner {
   readonly name: string;
-  run(ctx: RunContext): AsyncIterable<RunnerEvent>;
+  run(ctx: RunContext): AsyncIterable<RunnerItem>;
 }
 
 /** What every runner is built from (spec 7.1 "common inputs"). */
