@@ -8,6 +8,7 @@ const modules: Record<string, () => Promise<{ default: Bench }>> = {
   metrics: () => import('./metrics.js'),
   reload: () => import('./reload.js'),
   chat: () => import('./chat.js'),
+  'chat-baseline': () => import('./chat-baseline.js'),
   'bot-config': () => import('./bot-config.js'),
   react: () => import('./react.js'),
   tracing: () => import('./tracing.js'),
