@@ -90,21 +90,19 @@ export interface LlmCallOptions {
   record?(r: LlmCallRecord): void;
 }
 
+/** The arguments of one LLM call. */
+export type LlmCallArgs = [
+  model: LlmModel,
+  messages: LlmMessage[],
+  signal: AbortSignal,
+  call?: LlmCallOptions,
+];
+
 /** The interface runners depend on (a test may pass its own). */
 export interface LlmStreamer {
-  stream(
-    model: LlmModel,
-    messages: LlmMessage[],
-    signal: AbortSignal,
-    call?: LlmCallOptions,
-  ): AsyncGenerator<LlmDelta>;
+  stream(...args: LlmCallArgs): AsyncGenerator<LlmDelta>;
   /** The same deltas, those of one upstream read together (see deltaBatches). */
-  streamBatches?(
-    model: LlmModel,
-    messages: LlmMessage[],
-    signal: AbortSignal,
-    call?: LlmCallOptions,
-  ): AsyncGenerator<LlmDelta[]>;
+  streamBatches?(...args: LlmCallArgs): AsyncGenerator<LlmDelta[]>;
 }
 
 /**
@@ -112,16 +110,8 @@ export interface LlmStreamer {
  * step through a chain of async generators costs promises (and, with AsyncLocalStorage on,
  * promise hooks), so a read's tokens go down the chain once, not once each.
  */
-export function deltaBatches(
-  llm: LlmStreamer,
-  model: LlmModel,
-  messages: LlmMessage[],
-  signal: AbortSignal,
-  call?: LlmCallOptions,
-): AsyncGenerator<LlmDelta[]> {
-  return llm.streamBatches
-    ? llm.streamBatches(model, messages, signal, call)
-    : singles(llm.stream(model, messages, signal, call));
+export function deltaBatches(llm: LlmStreamer, ...args: LlmCallArgs): AsyncGenerator<LlmDelta[]> {
+  return llm.streamBatches ? llm.streamBatches(...args) : singles(llm.stream(...args));
 }
 
 async function* singles(deltas: AsyncIterable<LlmDelta>): AsyncGenerator<LlmDelta[]> {
@@ -372,14 +362,8 @@ export class LlmClient implements LlmStreamer {
     return ep;
   }
 
-  async *stream(
-    model: LlmModel,
-    messages: LlmMessage[],
-    signal: AbortSignal,
-    call?: LlmCallOptions,
-  ): AsyncGenerator<LlmDelta> {
-    for await (const batch of this.streamBatches(model, messages, signal, call))
-      for (const d of batch) yield d;
+  async *stream(...args: LlmCallArgs): AsyncGenerator<LlmDelta> {
+    for await (const batch of this.streamBatches(...args)) for (const d of batch) yield d;
   }
 
   async *streamBatches(

@@ -5,9 +5,8 @@ import { hostAllowed, hostOf, type HostAllowList } from '../config/host-allow-li
 import { AgentError, CODES } from './errors.js';
 import {
   deltaBatches,
-  type LlmCallOptions,
+  type LlmCallArgs,
   type LlmDelta,
-  type LlmMessage,
   type LlmModel,
   type LlmStreamer,
 } from './llm.js';
@@ -37,23 +36,13 @@ export function checkMcpHosts(list: HostAllowList, urls: readonly string[]): voi
 export function allowListedLlm(llm: LlmStreamer, list: HostAllowList): LlmStreamer {
   if (list === null) return llm;
   return {
-    async *stream(
-      model: LlmModel,
-      messages: LlmMessage[],
-      signal: AbortSignal,
-      call?: LlmCallOptions,
-    ): AsyncGenerator<LlmDelta> {
-      checkLlmHost(list, model);
-      yield* llm.stream(model, messages, signal, call);
+    async *stream(...args: LlmCallArgs): AsyncGenerator<LlmDelta> {
+      checkLlmHost(list, args[0]);
+      yield* llm.stream(...args);
     },
-    async *streamBatches(
-      model: LlmModel,
-      messages: LlmMessage[],
-      signal: AbortSignal,
-      call?: LlmCallOptions,
-    ): AsyncGenerator<LlmDelta[]> {
-      checkLlmHost(list, model);
-      yield* deltaBatches(llm, model, messages, signal, call);
+    async *streamBatches(...args: LlmCallArgs): AsyncGenerator<LlmDelta[]> {
+      checkLlmHost(list, args[0]);
+      yield* deltaBatches(llm, ...args);
     },
   };
 }
