@@ -3,7 +3,8 @@
 // of this build and of another build side by side in one run: two services of 2 workers each,
 // the same fake upstream, rounds interleaved (A B, B A, ...), and the per-round ratio. This is
 // how a "per token halved" claim is checked on a machine whose speed varies between runs: a
-// figure from an earlier run on another day is not a reference. Skipped without BENCH_BASELINE.
+// figure from an earlier run on another day is not a reference. Skipped without BENCH_BASELINE;
+// BENCH_BASELINE_ROUNDS (default 40) sets the rounds.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
@@ -96,7 +97,8 @@ const bench: Bench = {
         await run(s, 100, 100);
       }
       const N = 150;
-      const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
+      // Rounds are short (a second or two each) and their ratios spread widely: many of them.
+      const rounds = Number(process.env.BENCH_BASELINE_ROUNDS ?? 40);
       const token = new Map<Side, number[]>(sides.map((s) => [s, []]));
       const setup = new Map<Side, number[]>(sides.map((s) => [s, []]));
       for (let r = 0; r < rounds; r++) {
