@@ -42,7 +42,7 @@ const bench: Bench = {
   title: '/metrics scrape latency; /health throughput with metrics on vs off',
   async run() {
     const DURATION = Number(process.env.BENCH_DURATION ?? 3);
-    const ROUNDS = 4;
+    const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
     console.log(
       'GET /metrics (new connection each; the worker asks the primary, which asks every worker):',
     );
@@ -63,6 +63,9 @@ const bench: Bench = {
           OTLP_METRIC_EXPORT_TIMEOUT_MILLIS: '1000',
         },
       ],
+      // Two services alike differ too (where their workers' code and heap happen to land): this
+      // sizes that noise, as the tracing bench does.
+      ['metrics off, a second identical service', { METRICS_ENABLE: 'false' }],
     ];
     const services: Service[] = [];
     for (const [, env] of cases) services.push(await startService({ env: { ...common, ...env } }));
@@ -115,6 +118,13 @@ const bench: Bench = {
     );
     console.log(`  instrumentation cost (on/off - 1)    : ${cpuCost(1)}  (target <= 10%)`);
     console.log(`  with the OTLP push as well           : ${cpuCost(2)}  (information)`);
+    // Per round (each round measures every service back to back), then the median: a slow
+    // minute of the machine moves both sides of a round's ratio.
+    const perRound = (i: number) => cpuUs[i]!.map((v, r) => (v / cpuUs[0]![r]! - 1) * 100);
+    const spread = (xs: number[]) =>
+      `median ${fmt(percentile(xs, 50), 1)} % (p25 ${fmt(percentile(xs, 25), 1)} %, p75 ${fmt(percentile(xs, 75), 1)} %)`;
+    console.log(`  noise (off vs off, per round)        : ${spread(perRound(3))}`);
+    console.log(`  metrics on vs off, per round         : ${spread(perRound(1))}  (target <= 10%)`);
 
     // --- the per-request work itself, in-process (not disturbed by the load generator) -------
     const m = createWorkerMetrics({ defaults: false });
