@@ -43,14 +43,14 @@ export function expressHttpClasses(app: Express): {
   IncomingMessage: typeof IncomingMessage;
   ServerResponse: typeof ServerResponse;
 } {
-  class Request extends IncomingMessage {}
-  class Response<R extends IncomingMessage = IncomingMessage> extends ServerResponse<R> {}
-  Object.setPrototypeOf(Request.prototype, Object.getPrototypeOf(app.request) as object);
-  Object.setPrototypeOf(Response.prototype, Object.getPrototypeOf(app.response) as object);
+  class ExpressRequest extends IncomingMessage {}
+  class ExpressResponse<R extends IncomingMessage = IncomingMessage> extends ServerResponse<R> {}
+  Object.setPrototypeOf(ExpressRequest.prototype, Object.getPrototypeOf(app.request) as object);
+  Object.setPrototypeOf(ExpressResponse.prototype, Object.getPrototypeOf(app.response) as object);
   // What Express's own per-app prototypes carry: the app, as an own property.
-  Object.assign(Request.prototype, { app });
-  Object.assign(Response.prototype, { app });
-  app.request = Request.prototype as unknown as Express['request'];
-  app.response = Response.prototype as unknown as Express['response'];
-  return { IncomingMessage: Request, ServerResponse: Response };
+  Object.assign(ExpressRequest.prototype, { app });
+  Object.assign(ExpressResponse.prototype, { app });
+  app.request = ExpressRequest.prototype as unknown as Express['request'];
+  app.response = ExpressResponse.prototype as unknown as Express['response'];
+  return { IncomingMessage: ExpressRequest, ServerResponse: ExpressResponse };
 }

@@ -11,24 +11,13 @@ import http from 'node:http';
 import { createBot } from '../support/chat.js';
 import { CLI, freePort, sleep, tempDir } from '../support/service.js';
 import { startUpstream } from './chat.js';
-import { chatStream, fmt, percentile, processTree, procCpuMs, type Bench } from './lib.js';
+import { chatStream, fmt, get200, percentile, processTree, procCpuMs, type Bench } from './lib.js';
 
 interface Side {
   name: string;
   port: number;
   proc: ChildProcess;
   pids: number[];
-}
-
-function healthy(port: number): Promise<boolean> {
-  return new Promise((resolve) =>
-    http
-      .get({ host: '127.0.0.1', port, path: '/health', agent: false }, (res) => {
-        res.resume();
-        resolve(res.statusCode === 200);
-      })
-      .on('error', () => resolve(false)),
-  );
 }
 
 async function startSide(name: string, cli: string, api: string): Promise<Side> {
@@ -46,7 +35,7 @@ async function startSide(name: string, cli: string, api: string): Promise<Side> 
     stdio: 'ignore',
   });
   const until = Date.now() + 30000;
-  while (!(await healthy(port))) {
+  while (!(await get200(port))) {
     if (proc.exitCode !== null || Date.now() > until) {
       proc.kill('SIGKILL');
       throw new Error(`${name} did not start`);

@@ -11,12 +11,11 @@
 // free ephemeral ones.
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { CLI, freePort, ROOT, sleep, startService, tempDir } from '../support/service.js';
-import { fmt, percentile, processTree, procCpuMs, type Bench } from './lib.js';
+import { fmt, get200, percentile, processTree, procCpuMs, type Bench } from './lib.js';
 
 let nextPort = Number(process.env.BENCH_PORT_BASE ?? 0);
 const port = async () => (nextPort > 0 ? nextPort++ : await freePort());
@@ -42,17 +41,6 @@ function childrenCpuMs(): number {
 
 /** A process's children, as the kernel sees them now. */
 const children = (pid: number): number[] => processTree(pid).slice(1);
-
-function get200(p: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port: p, path: '/health', agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode === 200));
-    });
-    req.on('error', () => resolve(false));
-    req.setTimeout(1000, () => req.destroy());
-  });
-}
 
 /** Spawns `args`, polls GET /health every 2 ms; ms from spawn to the first 200; then stops it. */
 async function startToFirst200(args: string[], env: Record<string, string>, p: number) {

@@ -177,3 +177,15 @@ export function chatStream(
     req.end(body);
   });
 }
+
+/** GET /health on a fresh connection: true on a 200, false on anything else (1 s at most). */
+export function get200(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: p, path: '/health', agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+    });
+    req.on('error', () => resolve(false));
+    req.setTimeout(1000, () => req.destroy());
+  });
+}
