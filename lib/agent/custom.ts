@@ -196,6 +196,7 @@ export async function* runCustom(
       question,
       ctx.signal,
       ctx.trace,
+      ctx.requestId,
     );
     const answer: RunnerInputs = {
       llm: deps.llm,

@@ -43,7 +43,12 @@ export class KnowledgeClient {
    * The service's JSON answer; `{}` without a query when there are no repo ids (spec 8.4). A
    * `retrieval` span (child of `trace`) covers the query.
    */
-  async query(q: KnowledgeQuery, signal: AbortSignal, trace?: Context): Promise<unknown> {
+  async query(
+    q: KnowledgeQuery,
+    signal: AbortSignal,
+    trace?: Context,
+    requestId?: string,
+  ): Promise<unknown> {
     if (q.repoIds.length === 0) return {};
     if (!this.opts.url) throw new AgentError(CODES.INTERNAL, 'CHUNK_QUERY_URL is not set');
     const { span, context } = startRetrievalSpan(trace, {
@@ -55,7 +60,7 @@ export class KnowledgeClient {
     let answer: unknown;
     let error: unknown;
     try {
-      answer = await this.send(q, signal, context);
+      answer = await this.send(q, signal, context, requestId);
       return answer;
     } catch (err) {
       error = err;
@@ -65,11 +70,16 @@ export class KnowledgeClient {
     }
   }
 
-  private async send(q: KnowledgeQuery, signal: AbortSignal, trace?: Context): Promise<unknown> {
+  private async send(
+    q: KnowledgeQuery,
+    signal: AbortSignal,
+    trace: Context | undefined,
+    requestId: string | undefined,
+  ): Promise<unknown> {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs ?? 40_000);
     const headers: Record<string, string> = {
       'Content-Type': 'application/json',
-      ...requestIdHeader(),
+      ...requestIdHeader(requestId),
     };
     injectTraceHeaders(trace, headers);
     let res: Response;
@@ -213,6 +223,7 @@ export async function retrieveForBot(
   question: string,
   signal: AbortSignal,
   trace?: Context,
+  requestId?: string,
 ): Promise<KnowledgeResult> {
   const { repoId, docId } = cfg.regular_config.match;
   if (repoId.length === 0 && docId.length === 0) return NO_KNOWLEDGE;
@@ -227,6 +238,7 @@ export async function retrieveForBot(
     },
     signal,
     trace,
+    requestId,
   );
   return processResults([resp], 'openapi');
 }
@@ -246,6 +258,7 @@ export async function retrieveForItems(
   question: string,
   signal: AbortSignal,
   trace?: Context,
+  requestId?: string,
 ): Promise<KnowledgeResult> {
   const wanted = items.filter((k) => k.match.repo_ids.length > 0 || k.match.doc_ids.length > 0);
   if (wanted.length === 0) return NO_KNOWLEDGE;
@@ -262,6 +275,7 @@ export async function retrieveForItems(
         },
         signal,
         trace,
+        requestId,
       ),
     ),
   );

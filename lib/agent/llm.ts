@@ -86,6 +86,8 @@ export interface LlmCallOptions {
   parent?: Context;
   /** Ask the upstream for usage (`stream_options.include_usage`): only when the client asked. */
   includeUsage?: boolean;
+  /** Sent upstream as `X-Request-Id`: the request the run answers. */
+  requestId?: string;
   /** Called once when the call ends. */
   record?(r: LlmCallRecord): void;
 }
@@ -435,7 +437,7 @@ export class LlmClient implements LlmStreamer {
     let res: IncomingMessage | undefined;
     let complete = false;
     try {
-      res = await this.open(ep, model, messages, controller.signal, context, call?.includeUsage);
+      res = await this.open(ep, model, messages, controller.signal, context, call);
       yield* this.events(res, idle, info);
       // Aborted streams should throw, but a stream cut short may also just end.
       if (state.timedOut || state.aborted || signal.aborted) throw new Error('stream cut short');
@@ -484,9 +486,10 @@ export class LlmClient implements LlmStreamer {
     model: LlmModel,
     messages: LlmMessage[],
     signal: AbortSignal,
-    trace?: Context,
-    includeUsage?: boolean,
+    trace: Context | undefined,
+    call: LlmCallOptions | undefined,
   ): Promise<IncomingMessage> {
+    const includeUsage = call?.includeUsage;
     // Spec 7.2's body; usage is asked for only when the client asked for it.
     const body = JSON.stringify(
       includeUsage
@@ -504,7 +507,7 @@ export class LlmClient implements LlmStreamer {
       Accept: 'application/json',
       Authorization: `Bearer ${model.key}`,
       'User-Agent': USER_AGENT,
-      ...requestIdHeader(),
+      ...requestIdHeader(call?.requestId),
     };
     injectTraceHeaders(trace, headers);
     const agent = ep.tls ? this.agents.https : this.agents.http;

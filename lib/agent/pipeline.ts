@@ -86,7 +86,14 @@ export async function* runOpenApi(
   const planModel = () => (plan ??= modelOf(deps, ctx.appId, mc.plan, ctx.signal));
 
   const { question, history } = splitQuestion(inputs.messages);
-  const knowledge = await retrieveForBot(deps.knowledge, config, question, ctx.signal, ctx.trace);
+  const knowledge = await retrieveForBot(
+    deps.knowledge,
+    config,
+    question,
+    ctx.signal,
+    ctx.trace,
+    ctx.requestId,
+  );
 
   const build: OpenApiBuild = {
     config,
@@ -110,6 +117,7 @@ export async function* runOpenApi(
         'bot has plugins but no plugin runner is installed: answered by the chat runner',
         {
           sid: ctx.sid,
+          request_id: ctx.requestId,
           bot_id: inputs.bot_id,
         },
       );

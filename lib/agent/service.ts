@@ -71,6 +71,8 @@ export interface ChatRequest {
   inputs: CompletionInputs;
   /** The request's trace context (its HTTP server span): the parent of the run's span. */
   trace?: Context;
+  /** The request's id (`X-Request-Id`): sent on the run's outgoing calls, logged with it. */
+  requestId?: string;
 }
 
 /** A run as the service sees it, whichever endpoint started it. */
@@ -85,6 +87,8 @@ export interface RunRequest {
   conversationId?: string;
   /** The parent of the run's invoke_agent span. */
   trace?: Context;
+  /** See ChatRequest.requestId. */
+  requestId?: string;
   /** stream_options.include_usage: end the stream with a usage chunk (and ask the upstream). */
   includeUsage?: boolean;
 }
@@ -139,6 +143,7 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
     const llm: LlmCallOptions = {
       parent: context,
       includeUsage: req.includeUsage,
+      requestId: req.requestId,
       record(r) {
         metrics?.recordGenAi?.(r);
         if (!r.usage) return;
@@ -154,6 +159,7 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
       uid: req.uid,
       signal,
       trace: context,
+      requestId: req.requestId,
       llm,
     };
     open++;
@@ -211,7 +217,7 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
       if (signal.aborted) throw new RunAbortedError();
     } catch (err) {
       if (err instanceof RunAbortedError || signal.aborted) {
-        logger.debug('chat run abandoned by the client', { sid });
+        logger.debug('chat run abandoned by the client', { sid, request_id: ctx.requestId });
         return { code: 0, aborted: true };
       }
       const { code, message } = finalStatus(err, sid);
@@ -220,6 +226,7 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
       const level = code === CODES.INTERNAL.code ? 'error' : 'warn';
       logger[level]('chat run failed', {
         sid,
+        request_id: ctx.requestId,
         app_id: ctx.appId,
         code,
         message,
@@ -259,6 +266,7 @@ export function createChatService(deps: ChatServiceDeps): ChatService {
           agent: inputs.bot_id,
           conversationId: inputs.meta_data.caller_sid,
           trace: req.trace,
+          requestId: req.requestId,
           includeUsage: inputs.stream && inputs.stream_options?.include_usage === true,
         },
         signal,

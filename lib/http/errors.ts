@@ -1,6 +1,7 @@
 // JSON answers for requests that never reach a route, and the last-resort error handler.
 import type { NextFunction, Request, Response } from 'express';
 import type { AppDeps } from './deps.js';
+import { requestIdOf } from '../telemetry/context.js';
 
 /** 405 with an Allow header, FastAPI's body: for `.all()` after a route's methods. */
 export function methodNotAllowed(allow: string) {
@@ -28,7 +29,12 @@ export function errorHandler(deps: AppDeps) {
     const e = (err ?? {}) as HttpishError;
     const status = e.status ?? e.statusCode ?? 500;
     if (status >= 500)
-      deps.logger.error('request failed', { method: req.method, path: req.path, err });
+      deps.logger.error('request failed', {
+        request_id: requestIdOf(req),
+        method: req.method,
+        path: req.path,
+        err,
+      });
     if (res.headersSent) {
       res.destroy();
       return;

@@ -9,7 +9,7 @@ import { createApp, expressHttpClasses } from './app.js';
 import type { AppDeps } from './deps.js';
 import { HEALTH_PATHS, healthHandler } from './routes/health.js';
 import { isMetricsRequest, metricsHandler, routeLabel } from './routes/metrics.js';
-import { requestContext, requestIdFrom } from '../telemetry/context.js';
+import { requestIdFrom, setRequestId } from '../telemetry/context.js';
 import { CLIENT_CLOSED_STATUS } from '../telemetry/metrics.js';
 import { startServerSpan } from '../telemetry/tracing.js';
 import type { WebSocketServer } from 'ws';
@@ -56,9 +56,7 @@ export function createHttpService(deps: AppDeps): HttpService {
   const server = http.createServer(expressHttpClasses(app), (req, res) => {
     const requestId = requestIdFrom(req.headers['x-request-id']);
     res.setHeader('X-Request-Id', requestId);
-    requestContext.run({ requestId }, answer, req, res);
-  });
-  function answer(req: IncomingMessage, res: ServerResponse): void {
+    setRequestId(req, requestId);
     requests++;
     if (countWatch && requests >= countWatch.n) {
       const { fn } = countWatch;
@@ -94,7 +92,7 @@ export function createHttpService(deps: AppDeps): HttpService {
       return;
     }
     app(req, res);
-  }
+  });
 
   server.on('connection', (socket: TrackedSocket) => {
     socket.active = 0;

@@ -53,12 +53,20 @@ export interface StallPolicy {
 }
 
 /** The worker's stall policy for one request: SERVICE_WRITE_STALL_TIMEOUT, one log line on a cut. */
-export function stallPolicy(deps: Pick<AppDeps, 'settings' | 'logger'>, sid: string): StallPolicy {
+export function stallPolicy(
+  deps: Pick<AppDeps, 'settings' | 'logger'>,
+  sid: string,
+  requestId: string | undefined,
+): StallPolicy {
   const stallMs = deps.settings.SERVICE_WRITE_STALL_TIMEOUT;
   return {
     stallMs,
     onStall: () =>
-      deps.logger.warn('chat client stopped reading: connection cut', { sid, stall_ms: stallMs }),
+      deps.logger.warn('chat client stopped reading: connection cut', {
+        sid,
+        request_id: requestId,
+        stall_ms: stallMs,
+      }),
   };
 }
 

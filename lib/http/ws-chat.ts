@@ -17,6 +17,7 @@ import { APP_ID_HEADER, validateCompletion } from '../agent/request.js';
 import type { ChatService } from '../agent/service.js';
 import { RequestValidationError } from '../schema/schema.js';
 import { sidsFor, type AppDeps } from './deps.js';
+import { requestIdOf } from '../telemetry/context.js';
 import { callerContext } from '../telemetry/tracing.js';
 import { touching, wsKeepAlive } from './keepalive.js';
 import { sendFrame, sendWithBackpressure } from './stream.js';
@@ -26,6 +27,8 @@ export interface WsChatSession {
   appId: string | undefined;
   /** The caller's trace context from the upgrade request (tracing on): each chat's parent. */
   trace?: Context;
+  /** The upgrade's request id (`X-Request-Id` on the 101): every chat's outgoing calls and logs. */
+  requestId?: string;
   running: Map<string, AbortController>;
   /** Set by a drain: refuse new chats, close with this code when the last one ends. */
   closeCode?: number;
@@ -55,11 +58,12 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
   const sids = sidsFor(deps);
   const reasons = new Map<number, string>();
 
-  const stall = (sid?: string) => ({
+  const stall = (sid?: string, requestId?: string) => ({
     stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
     onStall: () =>
       deps.logger.warn('websocket client stopped reading: connection cut', {
         ...(sid ? { sid } : {}),
+        request_id: requestId,
         stall_ms: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
       }),
   });
@@ -112,7 +116,7 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
       );
     }
     const sid = sids.next();
-    const policy = stall(sid);
+    const policy = stall(sid, s.requestId);
     let parsed: ReturnType<typeof validateCompletion>;
     try {
       parsed = validateCompletion(
@@ -133,7 +137,13 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
     );
     void chat
       .completions(
-        { sid, appId: parsed.appId, inputs: parsed.inputs, trace: s.trace },
+        {
+          sid,
+          appId: parsed.appId,
+          inputs: parsed.inputs,
+          trace: s.trace,
+          requestId: s.requestId,
+        },
         controller.signal,
         emit,
       )
@@ -144,7 +154,8 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
             { request_id: rid, done: true, ...(outcome.aborted ? { cancelled: true } : {}) },
             policy,
           ),
-        (err: unknown) => deps.logger.error('websocket chat failed', { sid, err }),
+        (err: unknown) =>
+          deps.logger.error('websocket chat failed', { sid, request_id: s.requestId, err }),
       )
       .finally(() => {
         idle?.stop();
@@ -154,7 +165,12 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
   }
 
   return {
-    open: (req) => ({ appId: appIdOf(req), running: new Map(), trace: callerContext(req) }),
+    open: (req) => ({
+      appId: appIdOf(req),
+      running: new Map(),
+      trace: callerContext(req),
+      requestId: requestIdOf(req),
+    }),
     handle(ws, s, msg) {
       if (msg.type === 'chat') {
         startChat(ws, s, msg);

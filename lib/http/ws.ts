@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { exceedsJsonDepth } from '../schema/json.js';
-import { requestContext, requestIdFrom } from '../telemetry/context.js';
+import { requestIdFrom, requestIdOf, setRequestId } from '../telemetry/context.js';
 import type { AppDeps } from './deps.js';
 import { sendFrame, type StallPolicy } from './stream.js';
 import { createWsChat, type WsChat, type WsChatSession } from './ws-chat.js';
@@ -39,30 +39,35 @@ export async function createWsServer(deps: AppDeps): Promise<WebSocketServer> {
     clientTracking: true,
   });
   const chat = deps.chat ? createWsChat({ ...deps, chat: deps.chat }) : undefined;
-  const stall: StallPolicy = {
-    stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
-    onStall: () => deps.logger.warn('websocket client stopped reading: connection cut'),
-  };
   if (chat) chats.set(wss, chat);
-  // One request id per WebSocket (its upgrade's): echoed on the 101, on every log line of its chats.
-  const ids = new WeakMap<IncomingMessage, string>();
+  // One request id per WebSocket (its upgrade's): echoed on the 101, on the log lines and outgoing
+  // calls of its chats.
   wss.on('headers', (headers: string[], req: IncomingMessage) => {
     const id = requestIdFrom(req.headers['x-request-id']);
-    ids.set(req, id);
+    setRequestId(req, id);
     headers.push(`X-Request-Id: ${id}`);
   });
   wss.on('connection', (ws: Tracked, req: IncomingMessage) => {
-    const context = { requestId: ids.get(req) ?? requestIdFrom(undefined) };
+    const requestId = requestIdOf(req);
+    const stall: StallPolicy = {
+      stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
+      onStall: () =>
+        deps.logger.warn('websocket client stopped reading: connection cut', {
+          request_id: requestId,
+        }),
+    };
     if (chat) ws.chat = chat.open(req);
     ws.on('message', (data: RawData, isBinary: boolean) =>
-      requestContext.run(context, onMessage, ws, data, isBinary, stall, chat),
+      onMessage(ws, data, isBinary, stall, chat),
     );
     ws.on('pong', () => {
       ws.pongAt = Date.now();
       if (ws.pingTimer) clearTimeout(ws.pingTimer);
       ws.pingTimer = undefined;
     });
-    ws.on('error', (err) => deps.logger.debug('websocket error', { err: err.message }));
+    ws.on('error', (err) =>
+      deps.logger.debug('websocket error', { request_id: requestId, err: err.message }),
+    );
     ws.on('close', () => {
       if (ws.pingTimer) clearTimeout(ws.pingTimer);
       if (chat && ws.chat) chat.close(ws.chat);

@@ -4,7 +4,6 @@
 // A small logger of our own (it replaced winston, whose import alone cost every process ~80 ms
 // of CPU and a few MB): a line below the level returns at the first comparison, before any
 // copy, redaction or serialisation of its meta.
-import { currentRequestId } from './context.js';
 import { redact } from './redact.js';
 
 export type Role = 'primary' | 'worker' | 'cli';
@@ -74,8 +73,6 @@ export function createLogger(opts: LoggerOptions): Logger {
       }
     }
     info.message = redact(info.message);
-    const id = currentRequestId();
-    if (id !== undefined && info.request_id === undefined) info.request_id = id;
     info.timestamp = new Date().toISOString();
     write(`${json ? toJson(info) : textLine(info)}\n`);
   };

@@ -124,6 +124,7 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     const { model, botId } = await reactBot(svc);
     const traceId = hex(16);
     const callerSpan = hex(8);
+    const mcpSeen = mcp.requestIds.length;
     const r = await chatRaw(
       svc.port,
       {
@@ -137,6 +138,7 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
         'x-consumer-username': APP,
         traceparent: `00-${traceId}-${callerSpan}-01`,
         tracestate: 'gw=1',
+        'X-Request-Id': `rid-react-${traceId}`,
       },
     );
     const { chunks, done } = parseSse(withoutComments(r.raw));
@@ -280,6 +282,17 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     expect(parentsAt('/link/run')).to.deep.equal([link.spanId]);
     expect(parentsAt('/knowledge/query')).to.deep.equal([retrieval.spanId]);
 
+    // And the caller's X-Request-Id: on every call the run made, the MCP server's included.
+    const rid = `rid-react-${traceId}`;
+    expect(calls.map((c) => c.headers['x-request-id'])).to.deep.equal(calls.map(() => rid));
+    for (const path of ['/link/versions', '/link/run', '/knowledge/query']) {
+      const ids = fake.at(path).map((q) => q.headers['x-request-id']);
+      expect(ids, path).to.include(rid);
+    }
+    const mcpIds = mcp.requestIds.slice(mcpSeen);
+    expect(mcpIds.length).to.be.greaterThan(0);
+    expect(mcpIds, 'MCP requests').to.deep.equal(mcpIds.map(() => rid));
+
     // include_usage: the last chunk before [DONE] has no choices and the run's usage.
     const last = chunks[chunks.length - 1]!;
     expect(last.choices).to.deep.equal([]);
@@ -320,7 +333,11 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     const r = await chatRaw(
       svc.port,
       { bot_id: botId, messages: [user('summarise')], stream: true },
-      { 'x-consumer-username': APP, traceparent: `00-${traceId}-${hex(8)}-01` },
+      {
+        'x-consumer-username': APP,
+        traceparent: `00-${traceId}-${hex(8)}-01`,
+        'X-Request-Id': `rid-wf-${traceId}`,
+      },
     );
     expect(parseSse(withoutComments(r.raw)).chunks.at(-1)!.code).to.equal(0);
     const spans = await waitForTrace(traceId, 6);
@@ -339,6 +356,16 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     expect(
       parentsAt('/workflow/v1/chat/completions', (b) => JSON.stringify(b).includes(flowId)),
     ).to.deep.equal([tool.spanId]);
+    const idsAt = (path: string, body: (b: Record<string, unknown>) => boolean) =>
+      fake
+        .at(path)
+        .filter((q) => body(q.body))
+        .map((q) => q.headers['x-request-id']);
+    const rid = `rid-wf-${traceId}`;
+    expect(idsAt('/workflow/protocol', (b) => b.flow_id === flowId)).to.deep.equal([rid]);
+    expect(
+      idsAt('/workflow/v1/chat/completions', (b) => JSON.stringify(b).includes(flowId)),
+    ).to.deep.equal([rid]);
   });
 
   it('a WebSocket chat continues the trace of its upgrade request: every run under the caller’s span', async () => {
@@ -350,7 +377,10 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     const callerSpan = hex(8);
     const ws = await WsChatClient.open(svc.port, {
       appId: APP,
-      headers: { traceparent: `00-${traceId}-${callerSpan}-01` },
+      headers: {
+        traceparent: `00-${traceId}-${callerSpan}-01`,
+        'X-Request-Id': `rid-ws-${traceId}`,
+      },
     });
     try {
       const body = { bot_id: botId, messages: [user('hi')], stream: true };
@@ -373,8 +403,11 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     expect(chats.map((c) => c.parentSpanId).sort()).to.deep.equal(
       agents.map((a) => a.spanId).sort(),
     );
-    for (const c of llm.byModel(model))
+    for (const c of llm.byModel(model)) {
       expect(String(c.headers.traceparent)).to.match(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+      // The upgrade's X-Request-Id names every chat on the socket.
+      expect(c.headers['x-request-id']).to.equal(`rid-ws-${traceId}`);
+    }
   });
 
   it('records contents when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on (and only the latest conventions with the opt-in)', async () => {

@@ -18,6 +18,8 @@ export interface RealMcpServer {
   calls: { tool: string; args: Record<string, unknown>; session: string | undefined }[];
   sessionsOpened: number;
   sessionsClosed: number;
+  /** The X-Request-Id header of every HTTP request received (undefined when absent). */
+  requestIds: (string | undefined)[];
   close(): Promise<void>;
 }
 
@@ -68,9 +70,12 @@ export async function startRealMcpServer(): Promise<RealMcpServer> {
     calls: [],
     sessionsOpened: 0,
     sessionsClosed: 0,
+    requestIds: [],
   };
 
   const httpServer = http.createServer((req, res) => {
+    const rid = req.headers['x-request-id'];
+    state.requestIds.push(Array.isArray(rid) ? rid[0] : rid);
     const parts: Buffer[] = [];
     req.on('data', (c: Buffer) => parts.push(c));
     req.on('end', () => {

@@ -22,6 +22,8 @@ export interface RequestInit {
   body?: string;
   /** The span the call belongs to: its traceparent goes along, so the service's trace continues. */
   trace?: Context;
+  /** Sent as `X-Request-Id`: the request the call is made for. */
+  requestId?: string;
 }
 
 /** The plugins' HTTP client: one per worker (its agents keep connections to the services open). */
@@ -50,7 +52,10 @@ export class PluginHttpClient {
         return;
       }
       const secure = target.protocol === 'https:';
-      const headers: Record<string, string | number> = { ...requestIdHeader(), ...init.headers };
+      const headers: Record<string, string | number> = {
+        ...requestIdHeader(init.requestId),
+        ...init.headers,
+      };
       if (init.body !== undefined) headers['Content-Length'] = Buffer.byteLength(init.body);
       injectTraceHeaders(init.trace, headers);
       const req = (secure ? https : http).request(
@@ -87,6 +92,8 @@ export interface CallOptions {
   signal: AbortSignal;
   /** The span the call belongs to (see RequestInit.trace). */
   trace?: Context;
+  /** See RequestInit.requestId. */
+  requestId?: string;
 }
 
 /** A deadline and the caller's signal as one signal; `dispose()` must be called when done. */
@@ -160,7 +167,11 @@ export async function callJson(
   if (opts.signal.aborted) throw new RunAbortedError();
   const d = deadline(opts.signal, opts.timeoutMs);
   try {
-    const res = await opts.client.send(url, { ...init, trace: opts.trace }, d.signal);
+    const res = await opts.client.send(
+      url,
+      { ...init, trace: opts.trace, requestId: opts.requestId },
+      d.signal,
+    );
     const status = res.statusCode ?? 0;
     if (status >= 400) {
       res.resume();

@@ -214,6 +214,7 @@ export async function buildLinkTools(
     timeoutCode: CODES.LINK_PROTOCOL,
     signal: ctx.signal,
     trace: ctx.trace,
+    requestId: ctx.requestId,
   };
   const answer = obj(
     await callJson(schemaQueryUrl(opts.versionsUrl, ctx.appId, refs), { method: 'GET' }, call),
@@ -281,6 +282,7 @@ async function* runLink(
       timeoutCode: CODES.LINK_RUN,
       signal: ctx.signal,
       trace: ctx.trace,
+      requestId: ctx.requestId,
     },
   );
   yield { observation };

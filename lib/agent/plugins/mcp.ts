@@ -236,7 +236,7 @@ async function openSession(
   }
   const client = new lib.Client({ name: 'astron-agent', version: version() }, { capabilities: {} });
   const transport = new lib.StreamableHTTPClientTransport(target, {
-    requestInit: { headers: requestIdHeader() },
+    requestInit: { headers: requestIdHeader(ctx.requestId) },
   });
   const session: Session = { url, client, transport };
   const d = deadline(ctx.signal, opts.timeoutMs);

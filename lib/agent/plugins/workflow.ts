@@ -90,6 +90,7 @@ export async function buildWorkflowTools(
     timeoutCode: CODES.WORKFLOW_CALL,
     signal: ctx.signal,
     trace: ctx.trace,
+    requestId: ctx.requestId,
   };
   const answers = await Promise.all(
     ids.map((id) => postJson(opts.schemaUrl, { flow_id: id }, call)),
@@ -166,6 +167,7 @@ async function* runWorkflow(
         },
         body: JSON.stringify(workflowCallBody(flowId, ctx.uid, args)),
         trace: ctx.trace,
+        requestId: ctx.requestId,
       },
       d.signal,
     );

@@ -20,6 +20,8 @@ export interface RunContext {
    * execute_tool span inside that tool. Absent when tracing is off.
    */
   trace?: Context;
+  /** The request the run answers: `X-Request-Id` of its outgoing calls, `request_id` of its logs. */
+  requestId?: string;
   /** Options of the run's LLM calls (parent span, usage request, per-call record). */
   llm?: LlmCallOptions;
 }

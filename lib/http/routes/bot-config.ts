@@ -15,6 +15,7 @@ import { AgentError, CODES, DataError } from '../../agent/errors.js';
 import { model, str, validateParams } from '../../schema/schema.js';
 import { botConfigSchema, type BotConfig } from '../../store/bot-config.js';
 import type { BotStore } from '../../store/types.js';
+import { requestIdOf } from '../../telemetry/context.js';
 import { answerUnreadable, rawBody, validateBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
 import { methodNotAllowed } from '../errors.js';
@@ -90,16 +91,22 @@ export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStor
       } catch (err) {
         const sid = sids.next();
         if (answerUnreadable(res, err, sid)) return;
+        const request_id = requestIdOf(req);
         if (err instanceof AgentError) {
           if (err.code === CODES.REDIS_PING.code || err.code === CODES.BOT_CONFIG_DELETE.code) {
             deps.logger.warn(`bot-config ${op} refused: the cache could not be updated`, {
               sid,
+              request_id,
               error: errorText(err.cause),
             });
           }
           general(res, err.code, err.message);
         } else if (err instanceof DataError) {
-          deps.logger.warn(`bot-config ${op}: stored data unreadable`, { sid, error: err.message });
+          deps.logger.warn(`bot-config ${op}: stored data unreadable`, {
+            sid,
+            request_id,
+            error: err.message,
+          });
           general(
             res,
             CODES.INTERNAL.code,
@@ -108,6 +115,7 @@ export function mountBotConfig(app: Express, deps: AppDeps & { botStore: BotStor
         } else {
           deps.logger.error(`bot-config ${op} failed`, {
             sid,
+            request_id,
             error: errorText(err),
             code: (err as { code?: string })?.code,
           });

@@ -7,6 +7,7 @@ import type { Express, Request, Response } from 'express';
 import { Aggregator } from '../../agent/chunks.js';
 import { validateCompletion } from '../../agent/request.js';
 import type { ChatService } from '../../agent/service.js';
+import { requestIdOf } from '../../telemetry/context.js';
 import { serverSpanContext } from '../../telemetry/tracing.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
@@ -32,13 +33,14 @@ export function mountChat(app: Express, deps: AppDeps & { chat: ChatService }): 
       appId: parsed.appId,
       inputs: parsed.inputs,
       trace: serverSpanContext(req),
+      requestId: requestIdOf(req),
     };
 
     if (parsed.inputs.stream) {
       await streamSse(
         res,
         SSE_HEADERS,
-        stallPolicy(deps, sid),
+        stallPolicy(deps, sid, request.requestId),
         (emit) => chat.completions(request, controller.signal, emit),
         deps.settings.SERVICE_SSE_KEEPALIVE_INTERVAL,
       );

@@ -7,6 +7,7 @@
 import type { Express, Request, Response } from 'express';
 import { runCustom, validateCustomCompletion, type CustomDeps } from '../../agent/custom.js';
 import type { ChatService } from '../../agent/service.js';
+import { requestIdOf } from '../../telemetry/context.js';
 import { serverSpanContext } from '../../telemetry/tracing.js';
 import { rawBody } from '../body.js';
 import { sidsFor, type AppDeps } from '../deps.js';
@@ -38,7 +39,7 @@ export function mountCustomChat(
     const controller = abortOnClose(res);
     const { appId, inputs } = parsed;
     // No keep-alive comment here: the workflow engine parses every line as JSON.
-    await streamSse(res, CUSTOM_STREAM_HEADERS, stallPolicy(deps, sid), (emit) =>
+    await streamSse(res, CUSTOM_STREAM_HEADERS, stallPolicy(deps, sid, requestIdOf(req)), (emit) =>
       chat.run(
         {
           sid,
@@ -48,6 +49,7 @@ export function mountCustomChat(
           agent: 'custom',
           conversationId: inputs.meta_data.caller_sid,
           trace: serverSpanContext(req),
+          requestId: requestIdOf(req),
           includeUsage: inputs.stream_options?.include_usage === true,
         },
         controller.signal,
