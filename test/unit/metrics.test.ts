@@ -349,6 +349,14 @@ describe('metrics: label cardinality (issue 13)', () => {
     ).metrics();
     const sliced = await aggregateByFamily(JSON.parse(JSON.stringify(arrays)) as MetricJson[][]);
     expect(sliced).to.equal(whole);
+    // and a large family cut in slices of whole label sets, one slice per label set at the least
+    for (const maxValues of [1, 5, 20]) {
+      const cut = await aggregateByFamily(
+        JSON.parse(JSON.stringify(arrays)) as MetricJson[][],
+        maxValues,
+      );
+      expect(cut, `slices of ${maxValues} values`).to.equal(whole);
+    }
   });
 });
 
