@@ -8,7 +8,7 @@
 // below dist/, as lib/supervisor/*.js did, so that the paths lib/ computes from import.meta.url
 // (the worker's entry, the watched code root) stay the same.
 import { build } from 'esbuild';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -40,26 +40,41 @@ const external = [
 // - Express (and accepts, type-is, send) require mime-types, which parses mime-db's 230 kB of
 //   JSON: about 3 MB of a worker's idle RSS, for lookups no route of ours makes (the routes set
 //   Content-Type themselves; express.raw is given a type function). Used, it loads then (~10 ms).
+// - prom-client's index requires its Pushgateway (which we never use), and with it node:http,
+//   node:https and node:zlib: TLS and zlib in every process with a registry, the primary too.
 const LAZY = [
   { pkg: '@opentelemetry/api', from: /[/\\]node_modules[/\\]prom-client[/\\]/ },
   { pkg: 'mime-types', from: /[/\\]node_modules[/\\]/ },
+  {
+    pkg: './lib/pushgateway',
+    from: /[/\\]node_modules[/\\]prom-client[/\\]index\.js$/,
+    real: 'prom-client/lib/pushgateway',
+    isClass: true,
+  },
 ];
 const lazyOnFirstUse = {
   name: 'lazy-on-first-use',
   setup(b) {
-    for (const { pkg, from } of LAZY) {
+    for (const { pkg, from, real = pkg } of LAZY) {
       const filter = new RegExp(`^${pkg.replace(/[/.-]/g, (c) => `\\${c}`)}$`);
       b.onResolve({ filter }, ({ importer, namespace }) =>
-        namespace !== 'lazy' && from.test(importer) ? { path: pkg, namespace: 'lazy' } : undefined,
+        namespace !== 'lazy' && from.test(importer) ? { path: real, namespace: 'lazy' } : undefined,
       );
     }
-    b.onLoad({ filter: /.*/, namespace: 'lazy' }, ({ path }) => ({
-      loader: 'js',
-      resolveDir: root,
-      contents: `let real;
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, ({ path }) => {
+      // A class (Pushgateway) is constructed through the stand-in, so its target is a function.
+      const isClass = LAZY.some((l) => l.isClass && l.real === path);
+      return {
+        loader: 'js',
+        resolveDir: root,
+        contents: `let real;
 const load = () => (real ??= require(${JSON.stringify(path)}));
-module.exports = new Proxy({}, { get: (_, k) => load()[k], has: (_, k) => k in load() });`,
-    }));
+module.exports = new Proxy(${isClass ? 'function () {}' : '{}'}, {
+  get: (_, k) => load()[k],
+  has: (_, k) => k in load(),${isClass ? '\n  construct: (_, args) => new (load())(...args),' : ''}
+});`,
+      };
+    });
   },
 };
 
@@ -102,3 +117,11 @@ for (const d of entries.filter((f) => f.isDirectory()).reverse()) {
   const dir = join(d.parentPath, d.name);
   if (readdirSync(dir).length === 0) rmSync(dir, { recursive: true });
 }
+
+// A package.json beside the entries and the chunks: Node's ESM loader looks for the package scope
+// of every module it loads, walking up from the module's folder and converting a URL to a path at
+// each level. With the nearest one three folders up, that conversion ran often enough in a fresh
+// primary for V8 to compile it with TurboFan, which maps ~3.6 MB of the compiler's own code into
+// an otherwise idle process. The content is the root's module type.
+for (const dir of ['dist/bin', 'dist/lib/chunks', 'dist/lib/worker'])
+  writeFileSync(join(root, dir, 'package.json'), '{ "type": "module" }\n');

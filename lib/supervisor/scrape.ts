@@ -17,7 +17,6 @@
 // The accumulator keeps at most METRICS_MAX_SERIES label sets per metric (the union over every
 // worker that ever left would grow without end); later ones are summed into one `__other__` set.
 import cluster, { type Worker } from 'node:cluster';
-import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import {
   AggregatorRegistry,
@@ -36,7 +35,6 @@ import {
 } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
-  bearerOk,
   DEFAULT_MAX_SERIES,
   EVENT_LOOP_SAMPLE_MS,
   OTHER_LABEL,
@@ -582,67 +580,33 @@ export function startClusterMetrics({
   cluster.on('message', onMessage);
   cluster.on('exit', onExit);
 
-  let server: http.Server | undefined;
-  if (settings.METRICS_PORT > 0) server = serveMetricsPort(settings, logger, render);
+  // node:http is loaded only for METRICS_PORT: an idle primary without it is ~3 MB smaller.
+  let server: { close(): void } | undefined;
+  let closed = false;
+  if (settings.METRICS_PORT > 0) {
+    import('./metrics-port.js').then(
+      guarded(
+        logger,
+        'METRICS_PORT',
+        ({ serveMetricsPort }: typeof import('./metrics-port.js')) => {
+          if (!closed) server = serveMetricsPort(settings, logger, render);
+        },
+      ),
+      (err: unknown) => logger.error('METRICS_PORT: the server could not be loaded', { err }),
+    );
+  }
 
   return {
     render,
     scraper,
     registry,
     close() {
+      closed = true;
       cluster.off('message', onMessage);
       cluster.off('exit', onExit);
       server?.close();
     },
   };
-}
-
-/** METRICS_PORT: the same text from the primary, on its own port (no Express in the primary). */
-function serveMetricsPort(
-  settings: Settings,
-  logger: Logger,
-  render: () => Promise<ScrapeResult>,
-): http.Server {
-  const token = settings.METRICS_TOKEN;
-  const server = http.createServer(
-    guarded(
-      logger,
-      'the METRICS_PORT handler',
-      (req: http.IncomingMessage, res: http.ServerResponse) => {
-        const path = (req.url ?? '').split('?')[0];
-        if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-          res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"detail":"Not Found"}');
-          return;
-        }
-        if (token && !bearerOk(req.headers.authorization, token)) {
-          res
-            .writeHead(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Bearer' })
-            .end('unauthorized\n');
-          return;
-        }
-        void render()
-          .then((r) => {
-            res.writeHead(r.status, {
-              'Content-Type': r.contentType,
-              'Content-Length': Buffer.byteLength(r.body),
-              'Cache-Control': 'no-store',
-            });
-            res.end(req.method === 'HEAD' ? undefined : r.body);
-          })
-          .catch((err: unknown) => {
-            logger.error('metrics answer failed', { err });
-            res.destroy();
-          });
-      },
-    ),
-  );
-  server.on('error', (err) =>
-    logger.error(`METRICS_PORT ${settings.METRICS_PORT}: cannot serve metrics`, { err }),
-  );
-  server.listen(settings.METRICS_PORT, settings.SERVICE_HOST, () =>
-    logger.info(`metrics on http://${settings.SERVICE_HOST}:${settings.METRICS_PORT}/metrics`),
-  );
-  return server;
 }
 
 /** Start-up warnings about the metrics settings (logged once by the primary). */

@@ -3,7 +3,6 @@
 // series, and the worker's half of the cluster scrape over IPC (the primary's half is
 // lib/supervisor/scrape.ts). Knows nothing of node:cluster: it talks to the primary through the
 // process's IPC channel.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Metric, Registry } from 'prom-client';
 import { isMetricsPrimaryMessage, type MetricJson, type MetricsWorkerToPrimary } from '../ipc.js';
@@ -642,16 +641,4 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}): WorkerMetr
       pending.clear();
     },
   };
-}
-
-// ---- shared by the service port and METRICS_PORT -------------------------------------------
-
-/** `Authorization: Bearer <token>`, compared in constant time. */
-export function bearerOk(header: string | undefined, token: string): boolean {
-  if (!header) return false;
-  const m = /^Bearer\s+(.+)$/i.exec(header.trim());
-  if (!m) return false;
-  const a = createHash('sha256').update(m[1]!).digest();
-  const b = createHash('sha256').update(token).digest();
-  return timingSafeEqual(a, b);
 }

@@ -23,6 +23,12 @@ function sourcesOf(url: string): string[] {
   return sources.map((s) => resolve(dirname(map), s));
 }
 
+function urls(dir: string, pid: number): string[] {
+  return readFileSync(join(dir, `${pid}.txt`), 'utf8')
+    .split('\n')
+    .filter(Boolean);
+}
+
 /** pid -> the packages and the project's own source files (lib/..., bin/...) that process loaded. */
 function traces(dir: string): Map<number, { packages: Set<string>; files: string[] }> {
   const out = new Map<number, { packages: Set<string>; files: string[] }>();
@@ -95,7 +101,12 @@ describe('lean processes: only what the configuration uses is loaded', function 
       expect([...primary!.packages], `primary loaded ${p}`).to.not.include(p);
     expect(primary!.files.filter((f) => /^lib\/(http|agent|store|worker)\//.test(f))).to.deep.equal(
       [],
-    );
+    ); // Nor Node's HTTP, TLS, zlib or crypto (prom-client's Pushgateway and the metrics token
+    // check would bring them; METRICS_PORT loads node:http when set): ~5 MB of idle RSS.
+    const builtins = urls(dir, svc.proc.pid!).filter((u) => u.startsWith('node:'));
+    expect(builtins, 'the trace lists built-ins').to.include('node:cluster');
+    for (const b of ['node:http', 'node:https', 'node:tls', 'node:zlib', 'node:crypto'])
+      expect(builtins, `primary loaded ${b}`).to.not.include(b);
   });
 
   it('--help and version load no command module; config and health not the supervisor', async () => {

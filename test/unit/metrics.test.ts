@@ -11,8 +11,8 @@ import {
   SnapshotStore,
   type ScrapeTarget,
 } from '../../lib/supervisor/scrape.js';
+import { bearerOk } from '../../lib/telemetry/bearer.js';
 import {
-  bearerOk,
   createWorkerMetrics,
   LabeledCells,
   LabelLimiter,

@@ -2,7 +2,8 @@
 // takes the request (it asks the primary, which collects from every worker). Answered before
 // Express's router, like /health. METRICS_TOKEN, when set, requires a bearer token.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { bearerOk, UNMATCHED_ROUTE, type WorkerMetrics } from '../../telemetry/metrics.js';
+import { bearerOk } from '../../telemetry/bearer.js';
+import { UNMATCHED_ROUTE, type WorkerMetrics } from '../../telemetry/metrics.js';
 import type { AppDeps } from '../deps.js';
 
 export const METRICS_PATH = '/metrics';
