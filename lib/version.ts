@@ -5,24 +5,35 @@ import { fileURLToPath } from 'node:url';
 
 let cached: string | undefined;
 
+interface PackageJson {
+  name?: string;
+  version?: string;
+}
+
+function readPackage(dir: string): PackageJson | undefined {
+  const file = join(dir, 'package.json');
+  if (!existsSync(file)) return undefined;
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as PackageJson;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The nearest folder up whose package.json names a package: dist/'s folders hold package.json
+ * files of their own with only the module type (see tools/bundle.mjs), and those are skipped.
+ */
 export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (readPackage(dir)?.name) return dir;
     dir = dirname(dir);
   }
   return process.cwd();
 }
 
 export function version(): string {
-  if (cached) return cached;
-  try {
-    const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as {
-      version?: string;
-    };
-    cached = pkg.version ?? '0.0.0';
-  } catch {
-    cached = '0.0.0';
-  }
+  cached ??= readPackage(packageRoot())?.version ?? '0.0.0';
   return cached;
 }

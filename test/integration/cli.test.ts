@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, request, runCli, startService, tempDir } from '../support/service.js';
+import { freePort, request, ROOT, runCli, startService, tempDir } from '../support/service.js';
 
 describe('CLI and configuration', function () {
   it('--help, version and unknown commands', async () => {
@@ -20,7 +20,8 @@ describe('CLI and configuration', function () {
     }
     const v = await runCli({ args: ['version'] });
     expect(v.code).to.equal(0);
-    expect(v.stdout.trim()).to.match(/^\d+\.\d+\.\d+/);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(v.stdout.trim()).to.equal(pkg.version);
     const bad = await runCli({ args: ['frobnicate'] });
     expect(bad.code).to.equal(2);
     expect(bad.stderr).to.contain("unknown command 'frobnicate'");
