@@ -52,17 +52,21 @@ export interface StallPolicy {
   onStall?: () => void;
 }
 
-/** The worker's stall policy for one request: SERVICE_WRITE_STALL_TIMEOUT, one log line on a cut. */
+/**
+ * The worker's stall policy for one request, chat or WebSocket: SERVICE_WRITE_STALL_TIMEOUT, one
+ * log line on a cut naming what was cut (`client`), the run's sid and the request id when known.
+ */
 export function stallPolicy(
   deps: Pick<AppDeps, 'settings' | 'logger'>,
-  sid: string,
+  sid: string | undefined,
   requestId: string | undefined,
+  client = 'chat client',
 ): StallPolicy {
   const stallMs = deps.settings.SERVICE_WRITE_STALL_TIMEOUT;
   return {
     stallMs,
     onStall: () =>
-      deps.logger.warn('chat client stopped reading: connection cut', {
+      deps.logger.warn(`${client} stopped reading: connection cut`, {
         sid,
         request_id: requestId,
         stall_ms: stallMs,

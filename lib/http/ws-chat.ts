@@ -20,7 +20,7 @@ import { sidsFor, type AppDeps } from './deps.js';
 import { requestIdOf } from '../telemetry/context.js';
 import { callerContext } from '../telemetry/tracing.js';
 import { touching, wsKeepAlive } from './keepalive.js';
-import { sendFrame, sendWithBackpressure } from './stream.js';
+import { sendFrame, sendWithBackpressure, stallPolicy } from './stream.js';
 
 export interface WsChatSession {
   /** From the upgrade request; undefined = missing (each chat then answers 40002). */
@@ -58,15 +58,8 @@ export function createWsChat(deps: AppDeps & { chat: ChatService }): WsChat {
   const sids = sidsFor(deps);
   const reasons = new Map<number, string>();
 
-  const stall = (sid?: string, requestId?: string) => ({
-    stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
-    onStall: () =>
-      deps.logger.warn('websocket client stopped reading: connection cut', {
-        ...(sid ? { sid } : {}),
-        request_id: requestId,
-        stall_ms: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
-      }),
-  });
+  const stall = (sid?: string, requestId?: string) =>
+    stallPolicy(deps, sid, requestId, 'websocket client');
   const maxChats = deps.settings.SERVICE_WS_MAX_CONCURRENT_CHATS;
 
   const protocolError = (ws: WebSocket, requestId: unknown, code: number, message: string) =>

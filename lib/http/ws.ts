@@ -5,7 +5,7 @@ import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { exceedsJsonDepth } from '../schema/json.js';
 import { requestIdFrom, requestIdOf, setRequestId } from '../telemetry/context.js';
 import type { AppDeps } from './deps.js';
-import { sendFrame, type StallPolicy } from './stream.js';
+import { sendFrame, stallPolicy, type StallPolicy } from './stream.js';
 import { createWsChat, type WsChat, type WsChatSession } from './ws-chat.js';
 
 export const WS_PATH = '/agent/v1/ws';
@@ -49,13 +49,7 @@ export async function createWsServer(deps: AppDeps): Promise<WebSocketServer> {
   });
   wss.on('connection', (ws: Tracked, req: IncomingMessage) => {
     const requestId = requestIdOf(req);
-    const stall: StallPolicy = {
-      stallMs: deps.settings.SERVICE_WRITE_STALL_TIMEOUT,
-      onStall: () =>
-        deps.logger.warn('websocket client stopped reading: connection cut', {
-          request_id: requestId,
-        }),
-    };
+    const stall = stallPolicy(deps, undefined, requestId, 'websocket client');
     if (chat) ws.chat = chat.open(req);
     ws.on('message', (data: RawData, isBinary: boolean) =>
       onMessage(ws, data, isBinary, stall, chat),

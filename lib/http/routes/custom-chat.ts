@@ -38,8 +38,9 @@ export function mountCustomChat(
     if (!parsed) return;
     const controller = abortOnClose(res);
     const { appId, inputs } = parsed;
+    const requestId = requestIdOf(req);
     // No keep-alive comment here: the workflow engine parses every line as JSON.
-    await streamSse(res, CUSTOM_STREAM_HEADERS, stallPolicy(deps, sid, requestIdOf(req)), (emit) =>
+    await streamSse(res, CUSTOM_STREAM_HEADERS, stallPolicy(deps, sid, requestId), (emit) =>
       chat.run(
         {
           sid,
@@ -49,7 +50,7 @@ export function mountCustomChat(
           agent: 'custom',
           conversationId: inputs.meta_data.caller_sid,
           trace: serverSpanContext(req),
-          requestId: requestIdOf(req),
+          requestId,
           includeUsage: inputs.stream_options?.include_usage === true,
         },
         controller.signal,
