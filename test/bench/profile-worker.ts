@@ -2,7 +2,8 @@
 // `node --cpu-prof`, its profile's top ten functions by self time printed afterwards (issue 14).
 // CASE: health | sqlite | redis (MySQL + Redis, cache hit; REDIS_CLIENT_CACHE passed on) | chat (50-chunk streams from the fake
 // upstream, 50 at a time, bursts; PROFILE_MODEL and PROFILE_CONCURRENCY change that) |
-// chat-traced (the same with OTLP traces to a local receiver).
+// chat-traced (the same with OTLP traces to a local receiver; OTEL_TRACES_SAMPLER and _ARG, default
+// 0.1, are passed on).
 // Ports: PROFILE_PORT (default 19101) for the service, +1 for the fake upstream.
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -56,6 +57,12 @@ if (kind === 'chat-traced') {
   Object.assign(env, {
     OTEL_TRACES_EXPORTER: 'otlp',
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiver.tracesUrl,
+    ...(process.env.OTEL_TRACES_SAMPLER
+      ? {
+          OTEL_TRACES_SAMPLER: process.env.OTEL_TRACES_SAMPLER,
+          OTEL_TRACES_SAMPLER_ARG: process.env.OTEL_TRACES_SAMPLER_ARG ?? '0.1',
+        }
+      : {}),
   });
 }
 const svc = await startService({ env, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });

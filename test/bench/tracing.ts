@@ -1,8 +1,9 @@
 // Issue 16 figures: what tracing costs a chat stream. Two services side by side in the same run,
 // one worker each: tracing off (the default: no trace SDK loaded, the API's no-op tracer) and
 // tracing on (OTEL_TRACES_EXPORTER=otlp, every span sampled and exported to a receiver in this
-// process, default batch settings), the same bot and fake upstream (own process, unpaced 50-chunk
-// streams), interleaved rounds in alternating order; worker CPU per stream from /proc. Then the
+// process, default batch settings), the same bots and fake upstream (own process), 50-chunk
+// streams of two shapes (SHAPES: paced as a real LLM, and unpaced, the worst case), interleaved
+// rounds in alternating order; worker CPU per stream from /proc. Then the
 // instrumentation of a whole ReAct run (HTTP, invoke_agent, retrieval, 4 chat, 2 execute_tool,
 // an MCP call) with no provider registered, in this process: what "off" adds, in ns per run.
 import http from 'node:http';
@@ -45,6 +46,103 @@ import {
 const MODEL = 'chunks-50';
 type Kind = 'off' | 'same' | 'on' | 'ratio';
 const APP = 'bench_app';
+
+interface Shape {
+  bot: string;
+  model: string;
+  label: string;
+  /** Streams per service per round, and rounds (env BENCH_ROUNDS scales both shapes alike). */
+  streams: number;
+  rounds: number;
+}
+// Two shapes of the same 50-chunk answer. Paced: the fake upstream sends a chunk every 1 ms, so
+// each chunk is a read of its own and a write of its own to the client, as from a real LLM that
+// streams a token at a time (the cost of a real stream, and the target's measure). Unpaced: the
+// whole answer in one write, read in one or two reads: the cheapest possible stream, where the
+// spans' fixed cost weighs most (the worst case, reported beside it).
+const SHAPES: Shape[] = [
+  {
+    bot: 'bench_paced',
+    model: 'paced-50-1',
+    label: 'paced (a chunk every 1 ms: one read and one client write per chunk, as a real LLM)',
+    streams: 200,
+    rounds: 24,
+  },
+  {
+    bot: 'bench_unpaced',
+    model: MODEL,
+    label: 'unpaced (the whole answer in one or two reads: the cheapest stream, the worst case)',
+    streams: 400,
+    rounds: 12,
+  },
+];
+
+/**
+ * Many short interleaved rounds (the order rotates), each service's worker CPU per stream per
+ * round; the figures are medians of per-round ratios to `off` measured in the same round, and
+ * the noise is the spread of `same` (a second tracing-off service) against `off`. Worker CPU is
+ * every thread's schedstat run time, in ns. Returns the median CPU per stream with tracing off.
+ */
+async function sideBySide(
+  shape: Shape,
+  services: Record<Kind, Service>,
+  pid: Record<string, number>,
+  run: (k: Kind, bot: string) => () => Promise<boolean>,
+): Promise<number> {
+  const scale = Number(process.env.BENCH_ROUNDS ?? 0) / 12 || 1;
+  const N = shape.streams;
+  const ROUNDS = Math.max(2, Math.round(shape.rounds * scale));
+  const kinds: Kind[] = ['off', 'same', 'on', 'ratio'];
+  const per: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
+  const perTree: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
+  const trees: Record<string, number[]> = {};
+  for (const k of kinds) trees[k] = processTree(services[k].proc.pid!);
+  let bad = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
+    if (round % 2 === 1) order.reverse();
+    for (const k of order) {
+      const c0 = procCpuMs(pid[k]!);
+      const t0 = treeCpuMs(trees[k]!);
+      bad += await batch(N, 10, run(k, shape.bot));
+      per[k].push((procCpuMs(pid[k]!) - c0) / N);
+      perTree[k].push((treeCpuMs(trees[k]!) - t0) / N);
+    }
+  }
+  const med = (xs: number[]) => percentile(xs, 50);
+  const ratios = (src: Record<Kind, number[]>, k: Kind) =>
+    src[k].map((v, i) => v / src.off[i]! - 1);
+  const pct = (x: number) => `${fmt(x * 100, 1)} %`;
+  const spread = (xs: number[]) => `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
+  console.log(
+    `\nchat streams of 50 chunks, ${shape.label}; 10 concurrent, ${ROUNDS} interleaved rounds of ${N} per service, errors: ${bad}`,
+  );
+  for (const [label, src] of [
+    ['the worker', per],
+    ['the whole process tree (primary + worker)', perTree],
+  ] as const) {
+    console.log(`  CPU per stream of ${label} (medians of ${ROUNDS} rounds):`);
+    console.log(
+      `    tracing off ${fmt(med(src.off), 3)} ms; a second identical service ${fmt(med(src.same), 3)} ms; on ${fmt(med(src.on), 3)} ms; on at ratio 0.1 ${fmt(med(src.ratio), 3)} ms`,
+    );
+    const noise = ratios(src, 'same');
+    console.log(`    noise (off vs off, per round): median ${pct(med(noise))} (${spread(noise)})`);
+    const on = ratios(src, 'on');
+    console.log(
+      `    tracing on (all sampled and exported) vs off, per round: median ${pct(med(on))} (${spread(on)}; target <= 5 %)`,
+    );
+    const ratio = ratios(src, 'ratio');
+    console.log(
+      `    tracing on, parentbased_traceidratio 0.1, vs off: median ${pct(med(ratio))} (${spread(ratio)})`,
+    );
+    const diffUs = per.on.map((v, i) => (v - per.off[i]!) * 1000);
+    if (src === per)
+      console.log(
+        `    what tracing on adds, per round: median ${fmt(med(diffUs), 0)} µs per stream (${fmt(percentile(diffUs, 25), 0)}-${fmt(percentile(diffUs, 75), 0)})`,
+      );
+  }
+  return med(per.off);
+}
 
 async function batch(n: number, c: number, one: () => Promise<boolean>): Promise<number> {
   let next = 0;
@@ -200,85 +298,42 @@ const bench: Bench = {
       const api = `http://127.0.0.1:${upstream.port}/v1`;
       const pid: Record<string, number> = {};
       for (const [k, s] of Object.entries(services)) {
-        await createBot(s.port, APP, 'bench_bot', { domain: MODEL, api });
+        for (const shape of SHAPES)
+          await createBot(s.port, APP, shape.bot, { domain: shape.model, api });
         const pids = s.readyWorkerPids();
         if (pids.length !== 1) throw new Error(`expected 1 worker, found ${pids.length}`);
         pid[k] = pids[0]!;
       }
       const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
-      const body = JSON.stringify({
-        bot_id: 'bench_bot',
-        stream: true,
-        messages: [{ role: 'user', content: 'count' }],
-      });
-      const run = (k: Kind) => () => chatStream(agent, services[k].port, body, APP);
+      const bodies = Object.fromEntries(
+        SHAPES.map((shape) => [
+          shape.bot,
+          JSON.stringify({
+            bot_id: shape.bot,
+            stream: true,
+            messages: [{ role: 'user', content: 'count' }],
+          }),
+        ]),
+      );
+      const run = (k: Kind, bot: string) => () =>
+        chatStream(agent, services[k].port, bodies[bot]!, APP);
       // A long warm-up: the export path (serialising a batch, every 3 s) runs rarely, and V8
       // optimises it only after a few dozen exports; a worker lives for hours.
       const warmUntil = Date.now() + Number(process.env.BENCH_WARMUP_MS ?? 20_000);
       while (Date.now() < warmUntil)
-        for (const k of ['off', 'same', 'on', 'ratio'] as const) await batch(200, 10, run(k));
+        for (const k of ['off', 'same', 'on', 'ratio'] as const)
+          for (const shape of SHAPES) await batch(shape.streams / 2, 10, run(k, shape.bot));
 
       console.log(
         `machine: ${process.env.BENCH_NOTE ?? 'shared 2-core machine (other jobs running)'}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
       );
-      // Many short interleaved rounds (the order rotates), each service's CPU per stream per
-      // round; the figures are medians of per-round ratios to `off` measured in the same round,
-      // and the noise is the spread of `same` (a second tracing-off service) against `off`.
-      // /proc counts CPU in 10 ms ticks: a round of 400 streams (~1 s of worker CPU) keeps the
-      // rounding of one round near 1 %.
-      const N = Number(process.env.BENCH_STREAMS ?? 400);
-      const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
-      const kinds: Kind[] = ['off', 'same', 'on', 'ratio'];
-      const per: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
-      const perTree: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
-      const trees: Record<string, number[]> = {};
-      for (const k of kinds) trees[k] = processTree(services[k].proc.pid!);
-      let bad = 0;
-      for (let round = 0; round < ROUNDS; round++) {
-        const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
-        if (round % 2 === 1) order.reverse();
-        for (const k of order) {
-          const c0 = procCpuMs(pid[k]!);
-          const t0 = treeCpuMs(trees[k]!);
-          bad += await batch(N, 10, run(k));
-          per[k].push((procCpuMs(pid[k]!) - c0) / N);
-          perTree[k].push((treeCpuMs(trees[k]!) - t0) / N);
-        }
-      }
+      const offMs: number[] = [];
+      for (const shape of SHAPES) offMs.push(await sideBySide(shape, services, pid, run));
+      const shares = (us: number, digits: number) =>
+        `${fmt((us / 1000 / offMs[0]!) * 100, digits)} % of a paced chat stream's worker CPU, ${fmt((us / 1000 / offMs[1]!) * 100, digits)} % of an unpaced one (tracing off, above)`;
       agent.destroy();
       // The last batch's spans are exported within the schedule delay (3 s).
       await sleep(3500);
-      const med = (xs: number[]) => percentile(xs, 50);
-      const ratios = (src: Record<Kind, number[]>, k: Kind) =>
-        src[k].map((v, i) => v / src.off[i]! - 1);
-      const pct = (x: number) => `${fmt(x * 100, 1)} %`;
-      const spread = (xs: number[]) =>
-        `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
-      console.log(
-        `\nchat streams of 50 chunks, 10 concurrent, ${ROUNDS} interleaved rounds of ${N} per service, errors: ${bad}`,
-      );
-      for (const [label, src] of [
-        ['the worker', per],
-        ['the whole process tree (primary + worker)', perTree],
-      ] as const) {
-        console.log(`  CPU per stream of ${label} (medians of ${ROUNDS} rounds):`);
-        console.log(
-          `    tracing off ${fmt(med(src.off), 3)} ms; a second identical service ${fmt(med(src.same), 3)} ms; on ${fmt(med(src.on), 3)} ms; on at ratio 0.1 ${fmt(med(src.ratio), 3)} ms`,
-        );
-        const noise = ratios(src, 'same');
-        console.log(
-          `    noise (off vs off, per round): median ${pct(med(noise))} (${spread(noise)})`,
-        );
-        const on = ratios(src, 'on');
-        console.log(
-          `    tracing on (all sampled and exported) vs off, per round: median ${pct(med(on))} (${spread(on)}; target <= 5 %)`,
-        );
-        const ratio = ratios(src, 'ratio');
-        console.log(
-          `    tracing on, parentbased_traceidratio 0.1, vs off: median ${pct(med(ratio))} (${spread(ratio)})`,
-        );
-      }
-      const offMs = med(per.off);
       console.log(`  spans received by the collector: ${receiver.spans.length}`);
 
       // --- no-op cost in-process ------------------------------------------------------------
@@ -290,7 +345,7 @@ const bench: Bench = {
       const ns = ((performance.now() - t0) * 1e6) / runs;
       const c = process.cpuUsage(c0);
       console.log(
-        `\ntracing off, in-process: the instrumentation of a ReAct run (11 spans, no provider) costs ${fmt(ns, 0)} ns (CPU ${fmt(((c.user + c.system) * 1000) / runs, 0)} ns) = ${fmt((ns / 1e6 / offMs) * 100, 3)} % of a chat stream's worker CPU`,
+        `\ntracing off, in-process: the instrumentation of a ReAct run (11 spans, no provider) costs ${fmt(ns, 0)} ns (CPU ${fmt(((c.user + c.system) * 1000) / runs, 0)} ns) = ${shares(ns / 1000, 3)}`,
       );
 
       // --- the SDK's own work per chat stream, in-process -------------------------------------
@@ -323,7 +378,7 @@ const bench: Bench = {
       );
       sink.stop();
       console.log(
-        `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported, ${handle.protocol}) costs ${fmt(sdkUs, 1)} µs CPU = ${fmt((sdkUs / 1000 / offMs) * 100, 2)} % of a chat stream's worker CPU (tracing off, above)`,
+        `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported, ${handle.protocol}) costs ${fmt(sdkUs, 1)} µs CPU = ${shares(sdkUs, 2)}`,
       );
     } finally {
       await Promise.all(Object.values(services).map((s) => s.stop()));
