@@ -135,11 +135,12 @@ async function sideBySide(
     console.log(
       `    tracing on, parentbased_traceidratio 0.1, vs off: median ${pct(med(ratio))} (${spread(ratio)})`,
     );
-    const diffUs = per.on.map((v, i) => (v - per.off[i]!) * 1000);
-    if (src === per)
+    if (src === per) {
+      const addedUs = per.on.map((v, i) => (v - per.off[i]!) * 1000);
       console.log(
-        `    what tracing on adds, per round: median ${fmt(med(diffUs), 0)} µs per stream (${fmt(percentile(diffUs, 25), 0)}-${fmt(percentile(diffUs, 75), 0)})`,
+        `    what tracing on adds, per round: median ${fmt(med(addedUs), 0)} µs per stream (${fmt(percentile(addedUs, 25), 0)}-${fmt(percentile(addedUs, 75), 0)})`,
       );
+    }
   }
   return med(per.off);
 }
