@@ -21,19 +21,25 @@ function readPackage(dir: string): PackageJson | undefined {
 }
 
 /**
- * The nearest folder up whose package.json names a package: dist/'s folders hold package.json
- * files of their own with only the module type (see tools/bundle.mjs), and those are skipped.
+ * The nearest folder up whose package.json names a package, with that package.json: dist/'s
+ * folders hold package.json files of their own with only the module type (see
+ * tools/bundle.mjs), and those are skipped.
  */
-export function packageRoot(): string {
+function findPackage(): { dir: string; pkg?: PackageJson } {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
-    if (readPackage(dir)?.name) return dir;
+    const pkg = readPackage(dir);
+    if (pkg?.name) return { dir, pkg };
     dir = dirname(dir);
   }
-  return process.cwd();
+  return { dir: process.cwd() };
+}
+
+export function packageRoot(): string {
+  return findPackage().dir;
 }
 
 export function version(): string {
-  cached ??= readPackage(packageRoot())?.version ?? '0.0.0';
+  cached ??= findPackage().pkg?.version ?? '0.0.0';
   return cached;
 }

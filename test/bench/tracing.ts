@@ -51,8 +51,9 @@ interface Shape {
   bot: string;
   model: string;
   label: string;
-  /** Streams per service per round, and rounds (env BENCH_ROUNDS scales both shapes alike). */
+  /** Streams per service per round. */
   streams: number;
+  /** Rounds; BENCH_ROUNDS=n scales both shapes' rounds by n/12 (at least 2). */
   rounds: number;
 }
 // Two shapes of the same 50-chunk answer. Paced: the fake upstream sends a chunk every 1 ms, so
