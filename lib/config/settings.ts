@@ -32,6 +32,10 @@ export const SETTING_SPECS = {
     default: 'none',
     desc: 'connection distribution: none = the kernel hands connections to workers; leastconn = the primary hands each connection to the worker with the fewest open ones, and to another if that one dies before taking it; rr = node:cluster round-robin',
   }),
+  SERVICE_HANDOFF: oneOf(['auto', 'native', 'ipc'] as const)({
+    default: 'auto',
+    desc: 'how leastconn hands connections to workers: native = descriptor batches over a socketpair per worker (native/handoff.c, built at install; Linux); ipc = node:cluster IPC, one message per connection (about 4x the primary CPU per connection); auto = native when built, else ipc',
+  }),
   SERVICE_RELOAD: bool({
     default: false,
     desc: 'watch code and config.env, rolling reload on change',

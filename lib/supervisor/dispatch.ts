@@ -9,9 +9,8 @@
 // race with a listener. The port stays open while every worker restarts: connections wait, paused
 // (the primary never reads a byte), until one serves.
 import type { Worker } from 'node:cluster';
-import net, { type Socket } from 'node:net';
-import { isHandoffMessage, type ConnMessage } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { HandoffEvents, SendFailure, Transport } from './handoff.js';
 
 /** Connections that may wait for a serving worker; past it, new ones are closed at once. */
 export const DISPATCH_QUEUE_MAX = 4096;
@@ -22,6 +21,8 @@ export const DISPATCH_QUEUE_MAX = 4096;
  * acknowledgement normally takes well under a millisecond.
  */
 export const STALL_MS = 100;
+/** Retries of connections that no worker could take (every channel full), backed off to 1 s. */
+const RETRY_MAX_MS = 1000;
 
 interface Target {
   worker: Worker;
@@ -30,14 +31,18 @@ interface Target {
   /** When each handoff not yet acknowledged was sent (acks come back in order). */
   sentAt: number[];
   serving: boolean;
+  /** Its channel was full: nothing more for it until then. */
+  fullUntil: number;
 }
 
-interface Pending {
-  socket: Socket;
+interface Pending<C> {
+  conn: C;
   workerId: number;
 }
 
 export interface DispatchStats {
+  /** How connections reach the workers: native descriptor batches, or node:cluster IPC. */
+  transport: 'native' | 'ipc';
   /** Connections accepted from the listening socket. */
   accepted: number;
   /** Handed to a worker again because the first one died or was draining before taking it. */
@@ -52,48 +57,41 @@ export interface DispatchStats {
 
 export interface DispatcherOptions {
   log: Logger;
-  host: string;
-  port: number;
   guard: <A extends unknown[]>(where: string, fn: (...args: A) => void) => (...args: A) => void;
 }
 
-export class Dispatcher {
-  private readonly server: net.Server;
+export class Dispatcher<C = unknown> {
   private readonly targets = new Map<number, Target>();
   /** Serving worker ids in the order they started serving: the order ties are broken in. */
   private order: number[] = [];
   private turn = 0;
-  private readonly pending = new Map<number, Pending>();
-  private readonly waiting: Socket[] = [];
+  private readonly pending = new Map<number, Pending<C>>();
+  private readonly waiting: C[] = [];
   private seq = 0;
   private closed = false;
   private waitingSince = 0;
   /** Until a first worker serves, connections waiting for one are the start-up, not news. */
   private served = false;
+  private retryMs = 0;
+  private retryTimer?: NodeJS.Timeout;
   private readonly counts = { accepted: 0, redispatched: 0, dropped: 0 };
 
-  constructor(private readonly opts: DispatcherOptions) {
-    this.server = net.createServer(
-      { pauseOnConnect: true },
-      opts.guard('a new connection', (socket: Socket) => this.onConnection(socket)),
-    );
-  }
+  constructor(
+    readonly transport: Transport<C>,
+    private readonly opts: DispatcherOptions,
+  ) {}
 
   /** Binds the port; rejects with the system's error (EADDRINUSE, EACCES...). */
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: 511 }, () => {
-        this.server.off('error', reject);
-        this.server.on(
-          'error',
-          this.opts.guard('the listening socket', (err: Error) =>
-            this.opts.log.error('listening socket error', { err }),
-          ),
-        );
-        resolve();
-      });
-    });
+    const events: HandoffEvents<C> = {
+      connection: (conn) => this.onConnection(conn),
+      ack: (workerId, id, ok, open) => this.onAck(workerId, id, ok, open),
+      count: (workerId, open) => {
+        const t = this.targets.get(workerId);
+        if (t) t.open = open;
+      },
+    };
+    return this.transport.listen(events);
   }
 
   /** The workers that serve now (ready, not draining): the pool calls this on every change. */
@@ -102,7 +100,7 @@ export class Dispatcher {
     for (const w of serving) {
       const t = this.targets.get(w.id);
       if (t) t.serving = true;
-      else this.targets.set(w.id, { worker: w, open: 0, sentAt: [], serving: true });
+      else this.targets.set(w.id, { worker: w, open: 0, sentAt: [], serving: true, fullUntil: 0 });
     }
     for (const [id, t] of this.targets) if (!ids.has(id)) t.serving = false;
     this.order = [
@@ -117,75 +115,77 @@ export class Dispatcher {
 
   /** A worker process is gone: what it had not acknowledged goes to another worker. */
   gone(workerId: number): void {
+    this.transport.gone(workerId);
     this.targets.delete(workerId);
     this.order = this.order.filter((id) => id !== workerId);
     for (const [id, p] of this.pending) {
       if (p.workerId !== workerId) continue;
       this.pending.delete(id);
       this.counts.redispatched++;
-      this.dispatch(p.socket);
+      this.dispatch(p.conn);
     }
   }
 
-  /** A message from a worker; false when it is not the dispatcher's. */
+  /** A cluster message from a worker; false when it is not the dispatcher's. */
   onMessage(worker: Worker, msg: unknown): boolean {
-    if (!isHandoffMessage(msg)) return false;
-    const t = this.targets.get(worker.id);
-    if (msg.t === 'conns') {
-      if (t) t.open = msg.open;
-      return true;
-    }
-    const p = this.pending.get(msg.id);
-    if (!p || p.workerId !== worker.id) return true;
-    this.pending.delete(msg.id);
-    if (t) {
-      t.sentAt.shift();
-      t.open = msg.open;
-    }
-    if (msg.ok) {
-      // Closes the primary's copy of the descriptor only: the worker holds its own.
-      p.socket.destroy();
-      return true;
-    }
-    // The worker drains on its own (a SIGTERM sent to it directly): nothing more for it.
-    if (t) t.serving = false;
-    this.order = this.order.filter((id) => id !== worker.id);
-    this.counts.redispatched++;
-    this.dispatch(p.socket);
-    return true;
+    return this.transport.onMessage(worker, msg);
   }
 
   /** Stops accepting; connections still waiting for a worker are closed. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.server.close();
-    for (const s of this.waiting.splice(0)) {
+    clearTimeout(this.retryTimer);
+    this.transport.close();
+    for (const c of this.waiting.splice(0)) {
       this.counts.dropped++;
-      s.destroy();
+      this.transport.release(c);
     }
   }
 
   stats(): DispatchStats {
     const perWorker = new Map<number, number>();
     for (const [id, t] of this.targets) perWorker.set(id, t.open + t.sentAt.length);
-    return { ...this.counts, waiting: this.waiting.length, perWorker };
+    return {
+      ...this.counts,
+      transport: this.transport.kind,
+      waiting: this.waiting.length,
+      perWorker,
+    };
   }
 
-  private onConnection(socket: Socket): void {
-    // A paused socket reads nothing, but a reset can still surface as an error: never unheard.
-    socket.on('error', () => undefined);
+  private onConnection(conn: C): void {
     this.counts.accepted++;
     if (this.closed) {
-      socket.destroy();
+      this.transport.release(conn);
       return;
     }
-    this.dispatch(socket);
+    this.dispatch(conn);
+  }
+
+  private onAck(workerId: number, id: number, ok: boolean, open: number): void {
+    const p = this.pending.get(id);
+    if (!p || p.workerId !== workerId) return;
+    this.pending.delete(id);
+    const t = this.targets.get(workerId);
+    if (t) {
+      t.sentAt.shift();
+      t.open = open;
+    }
+    if (ok) {
+      this.transport.release(p.conn);
+      return;
+    }
+    // The worker drains on its own (a SIGTERM sent to it directly): nothing more for it.
+    if (t) t.serving = false;
+    this.order = this.order.filter((id) => id !== workerId);
+    this.counts.redispatched++;
+    this.dispatch(p.conn);
   }
 
   /**
    * The serving worker with the fewest connections; among equals, the next in turn. A stalled
-   * worker only when every serving worker is.
+   * worker only when every serving worker is; one whose channel is full, never.
    */
   private pick(): Target | undefined {
     const now = performance.now();
@@ -199,7 +199,7 @@ export class Dispatcher {
     for (let i = 0; i < n; i++) {
       const at = (this.turn + i) % n;
       const t = this.targets.get(this.order[at]!);
-      if (!t?.serving) continue;
+      if (!t?.serving || t.fullUntil > now) continue;
       if (skipStalled && t.sentAt.length > 0 && now - t.sentAt[0]! > STALL_MS) continue;
       if (!best || t.open + t.sentAt.length < best.open + best.sentAt.length) {
         best = t;
@@ -210,48 +210,59 @@ export class Dispatcher {
     return best;
   }
 
-  private dispatch(socket: Socket): void {
-    if (socket.destroyed) return;
+  private dispatch(conn: C): void {
+    if (this.transport.isClosed(conn)) return;
     const target = this.pick();
     if (!target) {
-      this.wait(socket);
+      this.wait(conn);
       return;
     }
     const id = ++this.seq;
-    this.pending.set(id, { socket, workerId: target.worker.id });
+    this.pending.set(id, { conn, workerId: target.worker.id });
     target.sentAt.push(performance.now());
-    const msg: ConnMessage = { t: 'conn', id };
-    const failed = (err: Error | null) => {
-      if (!err || !this.pending.has(id)) return;
-      // The channel is closing (the worker is dying): the connection goes elsewhere now.
+    this.transport.send(target.worker, id, conn, (why: SendFailure) => {
+      if (!this.pending.has(id)) return;
       this.pending.delete(id);
-      target.sentAt.shift();
-      target.serving = false;
+      target.sentAt.pop();
+      // Full: the worker has not read its channel lately; gone: it is dying. Either way the
+      // connection goes elsewhere now.
+      if (why === 'full') target.fullUntil = performance.now() + STALL_MS;
+      else target.serving = false;
       this.counts.redispatched++;
-      this.dispatch(socket);
-    };
-    try {
-      target.worker.send(msg, socket, { keepOpen: true }, this.opts.guard('a handoff', failed));
-    } catch (err) {
-      failed(err as Error);
-    }
+      this.dispatch(conn);
+    });
   }
 
-  private wait(socket: Socket): void {
+  private wait(conn: C): void {
     if (this.closed || this.waiting.length >= DISPATCH_QUEUE_MAX) {
       this.counts.dropped++;
-      socket.destroy();
+      this.transport.release(conn);
       return;
     }
     if (this.waiting.length === 0) {
       this.waitingSince = performance.now();
       if (this.served) this.opts.log.warn('no worker serving: new connections wait for one');
     }
-    this.waiting.push(socket);
+    this.waiting.push(conn);
+    // Workers serve but none can take it now (every channel full): try again, backed off.
+    if (this.order.length > 0 && !this.retryTimer) {
+      this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs ? this.retryMs * 2 : STALL_MS);
+      this.retryTimer = setTimeout(
+        this.opts.guard('a handoff retry', () => {
+          this.retryTimer = undefined;
+          this.flushWaiting();
+        }),
+        this.retryMs,
+      );
+      this.retryTimer.unref();
+    }
   }
 
   private flushWaiting(): void {
-    if (this.waiting.length === 0) return;
+    if (this.waiting.length === 0) {
+      this.retryMs = 0;
+      return;
+    }
     this.opts.log.log(
       this.served ? 'info' : 'debug',
       'a worker serves: handing over the connections that waited',
@@ -260,6 +271,6 @@ export class Dispatcher {
         waited_ms: Math.round(performance.now() - this.waitingSince),
       },
     );
-    for (const s of this.waiting.splice(0)) this.dispatch(s);
+    for (const c of this.waiting.splice(0)) this.dispatch(c);
   }
 }

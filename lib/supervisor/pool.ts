@@ -18,7 +18,8 @@ import type { LoadedConfig } from '../config/load.js';
 import { SettingsError, type Settings } from '../config/settings.js';
 import { isWorkerMessage, KILL_GRACE_MS, type DrainReason, type PrimaryToWorker } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
-import { Dispatcher } from './dispatch.js';
+import type { Dispatcher } from './dispatch.js';
+import type { Transport } from './handoff.js';
 import { guarded } from './guard.js';
 import {
   checkWasLate,
@@ -271,20 +272,32 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.forkAll();
       return;
     }
-    // The port is bound before any worker is forked: it stays the primary's for its whole life.
-    const dispatcher = new Dispatcher({
-      log: this.log,
-      host: s.SERVICE_HOST,
-      port: s.SERVICE_PORT,
-      guard: (where, fn) => this.guard(where, fn),
-    });
-    this.dispatcher = dispatcher;
-    dispatcher.listen().then(
-      this.guard('the listening socket', () => this.forkAll()),
+    // Loaded for leastconn only: the primary of the other policies never has the handoff code.
+    import('./leastconn.js').then(
+      this.guard('the listening socket', (m: typeof import('./leastconn.js')) => {
+        if (this.phase !== 'booting') return;
+        const made = m.createDispatcher(s, this.log, (where, fn) => this.guard(where, fn));
+        if (typeof made === 'string') {
+          this.halt(3, `${made}; stopping (exit 3)`, false);
+          return;
+        }
+        // The port is bound before any worker is forked: it stays the primary's for its whole life.
+        this.dispatcher = made;
+        made.listen().then(
+          this.guard('the listening socket', () => this.forkAll()),
+          this.guard('the listening socket', (err: unknown) =>
+            this.halt(
+              3,
+              `cannot listen on ${s.SERVICE_HOST}:${s.SERVICE_PORT}: ${errorText(err)}; stopping (exit 3)`,
+              false,
+            ),
+          ),
+        );
+      }),
       this.guard('the listening socket', (err: unknown) =>
         this.halt(
           3,
-          `cannot listen on ${s.SERVICE_HOST}:${s.SERVICE_PORT}: ${errorText(err)}; stopping (exit 3)`,
+          `cannot load the connection dispatcher: ${errorText(err)}; stopping (exit 3)`,
           false,
         ),
       ),
@@ -510,6 +523,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         SERVICE_HOST: this.settings.SERVICE_HOST,
         SERVICE_PORT: this.settings.SERVICE_PORT,
         SERVICE_SCHEDULING: this.settings.SERVICE_SCHEDULING,
+        SERVICE_HANDOFF: this.settings.SERVICE_HANDOFF,
       };
       const candidate: Generation = {
         settings: { ...next.settings, ...fixed },
@@ -657,7 +671,12 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   private reportLiveChanges(next: Settings): void {
-    for (const key of ['SERVICE_HOST', 'SERVICE_PORT', 'SERVICE_SCHEDULING'] as const) {
+    for (const key of [
+      'SERVICE_HOST',
+      'SERVICE_PORT',
+      'SERVICE_SCHEDULING',
+      'SERVICE_HANDOFF',
+    ] as const) {
       if (next[key] !== this.settings[key]) {
         this.log.warn(
           `${key} changed (${String(this.settings[key])} -> ${String(next[key])}); it cannot change on a reload: restart the service to apply it`,
@@ -1006,16 +1025,23 @@ export class Pool extends EventEmitter<PoolEvents> {
     const maxRequests =
       maxReq > 0 ? maxReq + Math.floor(this.random() * Math.max(1, maxReq * 0.1)) : 0;
     let worker: Worker;
+    let handoff: ReturnType<Transport<unknown>['prepareFork']> | undefined;
     try {
+      // leastconn's native handoff: a channel of the worker's own (EMFILE fails the fork here).
+      handoff = this.dispatcher?.transport.prepareFork();
+      if (handoff?.stdio) cluster.setupPrimary({ stdio: handoff.stdio });
       worker = cluster.fork({
         ...gen.env,
+        ...handoff?.env,
         AGENT_WORKER_MAX_REQUESTS: String(maxRequests),
         AGENT_WORKER_SPARE: purpose === 'spare' ? '1' : '0',
       });
     } catch (err) {
+      handoff?.forked(undefined);
       this.forkFailed(purpose, err);
       return undefined;
     }
+    handoff?.forked(worker.process.pid === undefined ? undefined : worker);
     // EMFILE, EAGAIN, ENOMEM...: no process, and an 'error' event on the next tick that would
     // crash the primary unheard. The worker is never 'exit'ed either: drop it from the cluster.
     worker.on(

@@ -120,7 +120,11 @@ export async function bootWorker(): Promise<void> {
 
   if (settings.SERVICE_SCHEDULING === 'leastconn') {
     // The primary listens and hands connections over (lib/supervisor/dispatch.ts).
-    acceptFromPrimary(http.server, { draining: () => deps.lifecycle.draining, send });
+    acceptFromPrimary(http.server, {
+      draining: () => deps.lifecycle.draining,
+      send,
+      log: (message, fields) => logger.warn(message, fields),
+    });
   } else {
     await new Promise<void>((resolve, reject) => {
       http.server.once('error', reject);

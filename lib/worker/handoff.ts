@@ -1,60 +1,147 @@
 // SERVICE_SCHEDULING=leastconn, the worker's side: it never listens; the primary hands it
-// accepted connections over IPC (see lib/supervisor/dispatch.ts). Each is acknowledged at once,
-// so that the primary can close its copy (or, when this worker drains, hand it to another), and
-// the worker's count of open connections travels back for the primary's least-connections choice.
+// accepted connections (see lib/supervisor/dispatch.ts), in batches over the native channel
+// (AGENT_HANDOFF_FD, native/handoff.c) or one by one over IPC. Each is acknowledged at once, so
+// that the primary can close its copy (or, when this worker drains, hand it to another), and the
+// worker's count of open connections travels back for the primary's least-connections choice.
 import type { Server } from 'node:http';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { isConnMessage, type HandoffMessage } from '../ipc.js';
+import {
+  HANDOFF_COUNT,
+  HANDOFF_OK,
+  HANDOFF_REFUSED,
+  nativeHandoff,
+  type NativeHandoff,
+} from '../native-handoff.js';
 
 /** How stale the primary's count of this worker's connections may get after closes. */
 const CLOSE_REPORT_MS = 20;
 
-export function acceptFromPrimary(
-  server: Server,
-  opts: { draining: () => boolean; send: (msg: HandoffMessage) => void },
-): void {
+export interface HandoffOptions {
+  draining: () => boolean;
+  send: (msg: HandoffMessage) => void;
+  log: (message: string, fields: Record<string, unknown>) => void;
+}
+
+export function acceptFromPrimary(server: Server, opts: HandoffOptions): void {
   // Node checks the request and headers timeouts (slow clients) with a timer that http.Server
   // starts on 'listening': a server that never listens must start it too.
   server.emit('listening');
-  let open = 0;
-  let report: NodeJS.Timeout | undefined;
+  const channel = Number(process.env.AGENT_HANDOFF_FD ?? NaN);
+  if (Number.isInteger(channel) && channel >= 0) {
+    const { native, why } = nativeHandoff();
+    // The primary loaded it from the same folder: this cannot happen short of a broken install.
+    if (!native) throw new Error(`the primary uses the native handoff, but here it ${why}`);
+    acceptNative(server, native, channel, opts);
+  } else {
+    acceptIpc(server, opts);
+  }
+}
+
+/** Counts open connections; reports closes at most every CLOSE_REPORT_MS. */
+function openCounter(report: (open: number) => void) {
+  const c = { open: 0, closed };
+  let timer: NodeJS.Timeout | undefined;
   let reportedAt = -Infinity;
   // Closes are reported at most every CLOSE_REPORT_MS, not once each: with one connection per
-  // request that would double the primary's IPC per connection, and each ack carries the count.
+  // request that would double the primary's work per connection, and each ack carries the count.
   // The first close after a quiet spell is reported at once, the rest of a burst at the end of
   // the interval: a mass close moves the counts at once, not 20 ms later.
   const sendReport = () => {
-    report = undefined;
+    timer = undefined;
     reportedAt = performance.now();
-    opts.send({ t: 'conns', open });
+    report(c.open);
   };
-  const closed = () => {
-    open--;
-    if (report) return;
+  function closed() {
+    c.open--;
+    if (timer) return;
     const wait = reportedAt + CLOSE_REPORT_MS - performance.now();
     if (wait <= 0) sendReport();
-    else report = setTimeout(sendReport, wait).unref();
-  };
+    else timer = setTimeout(sendReport, wait).unref();
+  }
+  return c;
+}
+
+/** What net.Server does for the sockets it accepts, before http.Server sees one. */
+function serve(server: Server, socket: Socket, conns: ReturnType<typeof openCounter>): void {
+  // http.Server's noDelay default: without it Nagle's algorithm holds small writes (an SSE
+  // chunk) for the peer's delayed ACK, ~40 ms.
+  socket.setNoDelay(true);
+  // And its allowHalfOpen: http.Server ends the connection itself after answering a client that
+  // half-closed; a socket that ends itself at the client's FIN would drop that answer.
+  socket.allowHalfOpen = true;
+  conns.open++;
+  socket.once('close', conns.closed);
+  server.emit('connection', socket);
+}
+
+function acceptIpc(server: Server, opts: HandoffOptions): void {
+  const conns = openCounter((open) => opts.send({ t: 'conns', open }));
   process.on('message', (m: unknown, handle: unknown) => {
     if (!isConnMessage(m)) return;
     const socket = handle as Socket | undefined;
     if (!socket) {
       // The descriptor did not arrive (the primary's copy was gone): nothing to serve, say so.
-      opts.send({ t: 'conn-ack', id: m.id, ok: false, open });
+      opts.send({ t: 'conn-ack', id: m.id, ok: false, open: conns.open });
       return;
     }
     if (opts.draining()) {
       // Closes this process's copy of the descriptor only; nothing was read from it.
       socket.destroy();
-      opts.send({ t: 'conn-ack', id: m.id, ok: false, open });
+      opts.send({ t: 'conn-ack', id: m.id, ok: false, open: conns.open });
       return;
     }
-    // What net.Server does for the sockets it accepts (http.Server's noDelay default): without it
-    // Nagle's algorithm holds small writes (an SSE chunk) for the peer's delayed ACK, ~40 ms.
-    socket.setNoDelay(true);
-    open++;
-    socket.once('close', closed);
-    server.emit('connection', socket);
-    opts.send({ t: 'conn-ack', id: m.id, ok: true, open });
+    serve(server, socket, conns);
+    opts.send({ t: 'conn-ack', id: m.id, ok: true, open: conns.open });
+  });
+}
+
+function acceptNative(
+  server: Server,
+  native: NativeHandoff,
+  channel: number,
+  opts: HandoffOptions,
+): void {
+  const reply = (words: number[]) => {
+    const r = native.send(channel, Int32Array.from(words), []);
+    // The primary is gone (this worker exits with it) or stopped reading: its acks are lost
+    // then, and it hands those connections elsewhere when it sees this worker gone.
+    if (r < 0) opts.log('cannot acknowledge connections to the primary', { errno: r });
+  };
+  const conns = openCounter((open) => reply([HANDOFF_COUNT, 0, open]));
+  const watch = native.watch(channel, () => {
+    for (;;) {
+      const msg = native.recv(channel);
+      if (msg === null) return;
+      if (typeof msg === 'number') {
+        // The primary's end closed: it exited, and so does this worker (the IPC channel says).
+        native.unwatch(watch);
+        return;
+      }
+      const [ids, fds] = msg;
+      const acks: number[] = [];
+      for (let i = 0; i < fds.length; i++) {
+        const fd = fds[i]!;
+        const id = ids[i] ?? 0;
+        if (opts.draining()) {
+          // This process's copy only; nothing was read from it.
+          native.close(fd);
+          acks.push(HANDOFF_REFUSED, id, conns.open);
+          continue;
+        }
+        let socket: Socket;
+        try {
+          socket = new net.Socket({ fd, readable: true, writable: true });
+        } catch (err) {
+          native.close(fd);
+          opts.log('a handed-over connection could not be opened', { err });
+          acks.push(HANDOFF_REFUSED, id, conns.open);
+          continue;
+        }
+        serve(server, socket, conns);
+        acks.push(HANDOFF_OK, id, conns.open);
+      }
+      if (acks.length > 0) reply(acks);
+    }
   });
 }

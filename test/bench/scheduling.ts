@@ -498,12 +498,19 @@ const bench: Bench = {
       console.log(
         '\n-- GET /health, 50 clients, 4 s: keep-alive, and a new connection per request (Connection: close); 3 interleaved rounds, medians',
       );
-      const rows = new Map<Policy, Awaited<ReturnType<typeof throughput>>[]>();
+      // leastconn with each handoff: native (the default where built) and node:cluster IPC.
+      const variants: [string, Policy, Record<string, string>][] = [
+        ['leastconn', 'leastconn', { SERVICE_HANDOFF: 'native' }],
+        ['leastconn (ipc)', 'leastconn', { SERVICE_HANDOFF: 'ipc' }],
+        ['none', 'none', {}],
+        ['rr', 'rr', {}],
+      ];
+      const rows = new Map<string, Awaited<ReturnType<typeof throughput>>[]>();
       for (let round = 0; round < 3; round++) {
-        for (const policy of POLICIES) {
-          await withService(policy, {}, async (svc) => {
+        for (const [name, policy, env] of variants) {
+          await withService(policy, env, async (svc) => {
             const r = await throughput(svc);
-            rows.set(policy, [...(rows.get(policy) ?? []), r]);
+            rows.set(name, [...(rows.get(name) ?? []), r]);
           });
         }
       }
@@ -511,12 +518,12 @@ const bench: Bench = {
       const base = rows.get('none')!;
       const keepNone = med(base.map((r) => r.keep.rps));
       const closeNone = med(base.map((r) => r.close.rps));
-      for (const policy of POLICIES) {
-        const rs = rows.get(policy)!;
+      for (const [name] of variants) {
+        const rs = rows.get(name)!;
         const keep = med(rs.map((r) => r.keep.rps));
         const close = med(rs.map((r) => r.close.rps));
         console.log(
-          `${policy.padEnd(9)} keep-alive ${fmt(keep, 0)} req/s (${fmt(keep / keepNone, 2)}x none; target >= 0.95), p99 ${med(rs.map((r) => r.keep.p99))} ms; ` +
+          `${name.padEnd(15)} keep-alive ${fmt(keep, 0)} req/s (${fmt(keep / keepNone, 2)}x none; target >= 0.95), p99 ${med(rs.map((r) => r.keep.p99))} ms; ` +
             `new connection each ${fmt(close, 0)} req/s (${fmt(close / closeNone, 2)}x none; target >= 0.8), ` +
             `primary CPU ${fmt(med(rs.map((r) => r.primaryUsPerConn)), 1)} us per connection; errors ${rs.reduce((a, r) => a + r.keep.errors + r.close.errors, 0)}`,
         );

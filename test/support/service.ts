@@ -42,6 +42,8 @@ export interface RunOptions {
   detached?: boolean;
   /** Node options before the CLI's path (e.g. `--cpu-prof`; workers inherit them). */
   nodeArgs?: string[];
+  /** Another copy of the CLI (default: this checkout's dist/bin/agent.js). */
+  cli?: string;
 }
 
 export class Service {
@@ -72,7 +74,7 @@ export class Service {
     this.detached = opts.detached === true;
     this.proc = spawn(
       process.execPath,
-      [...(opts.nodeArgs ?? []), CLI, ...(opts.args ?? ['start'])],
+      [...(opts.nodeArgs ?? []), opts.cli ?? CLI, ...(opts.args ?? ['start'])],
       {
         cwd,
         env,

@@ -1,0 +1,219 @@
+// SERVICE_SCHEDULING=leastconn over native/handoff.c (see handoff.ts). The primary accepts in
+// batches from its own listening socket and sends each worker its share of a batch in one
+// sendmsg, descriptors attached, on a socketpair made for that worker at its fork (the worker
+// finds its end at descriptor HANDOFF_CHANNEL_FD). The worker acknowledges a batch in one message.
+// The primary keeps each descriptor open until its acknowledgement: a worker that dies first
+// never had the connection.
+import type { Worker } from 'node:cluster';
+import { lookup } from 'node:dns/promises';
+import { constants } from 'node:os';
+import { getSystemErrorName } from 'node:util';
+import {
+  HANDOFF_BATCH,
+  HANDOFF_CHANNEL_FD,
+  HANDOFF_COUNT,
+  HANDOFF_OK,
+  type NativeHandoff,
+  type Watch,
+} from '../native-handoff.js';
+import type { HandoffEvents, SendFailure, Transport } from './handoff.js';
+import type { TransportOptions } from './handoff-ipc.js';
+
+/** The first retry after accept fails for want of descriptors or memory; doubled up to 1 s. */
+const ACCEPT_RETRY_MS = 10;
+const ACCEPT_RETRY_MAX_MS = 1000;
+
+interface Channel {
+  fd: number;
+  watch: Watch;
+}
+
+interface Outgoing {
+  ids: number[];
+  fds: number[];
+  failed: ((why: SendFailure) => void)[];
+}
+
+function systemError(syscall: string, errno: number, where: string): NodeJS.ErrnoException {
+  const code = getSystemErrorName(errno);
+  return Object.assign(new Error(`${syscall} ${code} ${where}`), { code, errno, syscall });
+}
+
+export class NativeTransport implements Transport<number> {
+  readonly kind = 'native';
+  private listenFd = -1;
+  private listenWatch?: Watch;
+  private events?: HandoffEvents<number>;
+  private readonly channels = new Map<number, Channel>();
+  private readonly outbox = new Map<Worker, Outgoing>();
+  private flushQueued = false;
+  private retryMs = 0;
+  private retryTimer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly native: NativeHandoff,
+    private readonly opts: TransportOptions,
+  ) {}
+
+  async listen(events: HandoffEvents<number>): Promise<void> {
+    this.events = events;
+    const { host, port } = this.opts;
+    // As net.Server.listen resolves a host name: the first address the system gives.
+    const { address, family } = await lookup(host);
+    const fd = this.native.listen(family === 6 ? 6 : 4, address, port, 511);
+    if (fd < 0) throw systemError('listen', fd, `${host}:${port}`);
+    this.listenFd = fd;
+    this.listenWatch = this.native.watch(
+      fd,
+      this.opts.guard('the listening socket', () => this.onAcceptable()),
+    );
+  }
+
+  /** The port bound (SERVICE_PORT=0 picks one). */
+  port(): number {
+    return this.listenFd < 0 ? -1 : this.native.localPort(this.listenFd);
+  }
+
+  prepareFork() {
+    const pair = this.native.socketpair();
+    if (typeof pair === 'number') throw systemError('socketpair', pair, 'for a worker');
+    const [mine, theirs] = pair;
+    return {
+      env: { AGENT_HANDOFF_FD: String(HANDOFF_CHANNEL_FD) },
+      stdio: ['inherit', 'inherit', 'inherit', 'ipc', theirs],
+      forked: (worker?: Worker) => {
+        // The child has its own copy (or there is no child): the primary's goes.
+        this.native.close(theirs);
+        if (!worker) {
+          this.native.close(mine);
+          return;
+        }
+        const watch = this.native.watch(
+          mine,
+          this.opts.guard('a worker channel', () => this.onChannel(worker.id, mine)),
+        );
+        this.channels.set(worker.id, { fd: mine, watch });
+      },
+    };
+  }
+
+  onMessage(): boolean {
+    return false;
+  }
+
+  send(worker: Worker, id: number, fd: number, failed: (why: SendFailure) => void): void {
+    let out = this.outbox.get(worker);
+    if (!out) this.outbox.set(worker, (out = { ids: [], fds: [], failed: [] }));
+    out.ids.push(id);
+    out.fds.push(fd);
+    out.failed.push(failed);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(this.opts.guard('a handoff', () => this.flush()));
+  }
+
+  release(fd: number): void {
+    this.native.close(fd);
+  }
+
+  isClosed(): boolean {
+    return false;
+  }
+
+  gone(workerId: number): void {
+    const ch = this.channels.get(workerId);
+    if (!ch) return;
+    this.channels.delete(workerId);
+    this.native.unwatch(ch.watch);
+    this.native.close(ch.fd);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    if (this.listenWatch) this.native.unwatch(this.listenWatch);
+    if (this.listenFd >= 0) this.native.close(this.listenFd);
+    this.listenFd = -1;
+  }
+
+  private onAcceptable(): void {
+    if (this.closed) return;
+    const got = this.native.accept(this.listenFd, HANDOFF_BATCH);
+    if (typeof got === 'number') {
+      this.acceptFailed(got);
+      return;
+    }
+    this.retryMs = 0;
+    for (const fd of got) this.events?.connection(fd);
+  }
+
+  /**
+   * EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the kernel's backlog and the
+   * socket stays readable, so polling on would spin. Stop, retry later, backed off.
+   */
+  private acceptFailed(errno: number): void {
+    this.retryMs = Math.min(ACCEPT_RETRY_MAX_MS, this.retryMs ? this.retryMs * 2 : ACCEPT_RETRY_MS);
+    if (this.retryMs === ACCEPT_RETRY_MS || this.retryMs === ACCEPT_RETRY_MAX_MS)
+      this.opts.log.warn('cannot accept new connections; retrying', {
+        error: getSystemErrorName(errno),
+        retry_ms: this.retryMs,
+      });
+    const watch = this.listenWatch!;
+    this.native.pause(watch);
+    this.retryTimer = setTimeout(
+      this.opts.guard('the listening socket', () => {
+        if (!this.closed) this.native.resume(watch);
+      }),
+      this.retryMs,
+    );
+    this.retryTimer.unref();
+  }
+
+  /** Sends what this tick handed over, a message per worker (per HANDOFF_BATCH connections). */
+  private flush(): void {
+    this.flushQueued = false;
+    // A failure's redispatch may add to another worker's outbox: it is sent in this loop.
+    while (this.outbox.size > 0) {
+      const [worker, out] = this.outbox.entries().next().value as [Worker, Outgoing];
+      this.outbox.delete(worker);
+      const ch = this.channels.get(worker.id);
+      for (let i = 0; i < out.fds.length; i += HANDOFF_BATCH) {
+        const fds = out.fds.slice(i, i + HANDOFF_BATCH);
+        const r = ch
+          ? this.native.send(ch.fd, Int32Array.from(out.ids.slice(i, i + HANDOFF_BATCH)), fds)
+          : -1;
+        if (r >= 0) continue;
+        // EAGAIN: the worker has not read its channel for a while (stopped, or its loop
+        // blocked); anything else: the channel is gone with the worker.
+        const why: SendFailure = r === -constants.errno.EAGAIN ? 'full' : 'gone';
+        for (const failed of out.failed.slice(i)) failed(why);
+        break;
+      }
+    }
+  }
+
+  /** A worker's acknowledgements; its end closed when it exited. */
+  private onChannel(workerId: number, fd: number): void {
+    for (;;) {
+      const msg = this.native.recv(fd);
+      if (msg === null) return;
+      if (typeof msg === 'number') {
+        // 0: the worker's end closed; an error: the same for us. Its exit is handled by the pool.
+        this.gone(workerId);
+        return;
+      }
+      const [words, fds] = msg;
+      // A worker never sends descriptors: never leak one that arrives anyway.
+      for (const stray of fds) this.native.close(stray);
+      for (let i = 0; i + 2 < words.length; i += 3) {
+        const kind = words[i]!;
+        const id = words[i + 1]!;
+        const open = words[i + 2]!;
+        if (kind === HANDOFF_COUNT) this.events?.count(workerId, open);
+        else this.events?.ack(workerId, id, kind === HANDOFF_OK, open);
+      }
+    }
+  }
+}
