@@ -11,7 +11,7 @@
 #   podman build --format docker --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt ...
 # (podman: --format docker keeps the HEALTHCHECK, which the OCI format drops.)
 
-# ---- toolchain: what compiles the native SQLite module (build stages only) ---------------------
+# ---- toolchain: what compiles the native modules, SQLite's and ours (build stages only) --------
 FROM node:20-bookworm-slim AS toolchain
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -46,11 +46,14 @@ FROM toolchain AS build
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -s /run/secrets/ca_bundle ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca_bundle; fi \
  && npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json binding.gyp ./
 COPY tools ./tools
+COPY native ./native
 COPY bin ./bin
 COPY lib ./lib
-RUN npm run build
+# native/handoff.c: SERVICE_SCHEDULING=leastconn's connection handoff (the install script's job,
+# skipped above with the other scripts). Checked: an image without it would fall back to IPC.
+RUN npm run build:native && test -f build/Release/handoff.node && npm run build
 
 # ---- runtime: the Node image, production dependencies and the compiled code; no compiler --------
 FROM node:20-bookworm-slim AS runtime
@@ -58,6 +61,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/handoff.node ./build/Release/handoff.node
 COPY package.json ./
 COPY config.env.example ./config.env
 # docker and podman wait 10 s after SIGTERM before SIGKILL (`docker stop`, `podman stop`, compose).

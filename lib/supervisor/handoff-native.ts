@@ -4,6 +4,12 @@
 // finds its end at descriptor HANDOFF_CHANNEL_FD). The worker acknowledges a batch in one message.
 // The primary keeps each descriptor open until its acknowledgement: a worker that dies first
 // never had the connection.
+//
+// The primary does not poll the channels: an acknowledgement that woke it would cost a wake-up of
+// its own per connection (about a tenth of a worker's CPU per connection, in the sender's
+// sendmsg). It reads them when it wakes to accept, and from a timer: every ACK_READ_MS while a
+// handoff is unacknowledged, every COUNT_READ_MS otherwise (the count reports after closes).
+// A worker that dies is seen by its exit, not by its channel.
 import type { Worker } from 'node:cluster';
 import { lookup } from 'node:dns/promises';
 import { constants } from 'node:os';
@@ -22,10 +28,17 @@ import type { TransportOptions } from './handoff-ipc.js';
 /** The first retry after accept fails for want of descriptors or memory; doubled up to 1 s. */
 const ACCEPT_RETRY_MS = 10;
 const ACCEPT_RETRY_MAX_MS = 1000;
+/** How late an acknowledgement may be read when no connection arrives (the stall limit is 100). */
+const ACK_READ_MS = 10;
+const COUNT_READ_MS = 100;
+/** Under load, how old the count reports may be when a worker is chosen (workers send them 20 ms apart at most). */
+const COUNT_FRESH_MS = 20;
 
 interface Channel {
+  workerId: number;
   fd: number;
-  watch: Watch;
+  /** Connections sent and not yet acknowledged. */
+  unacked: number;
 }
 
 interface Outgoing {
@@ -50,6 +63,9 @@ export class NativeTransport implements Transport<number> {
   private retryMs = 0;
   private retryTimer?: NodeJS.Timeout;
   private closed = false;
+  private readTimer?: NodeJS.Timeout;
+  private readTimerMs = 0;
+  private readAllAt = 0;
 
   constructor(
     private readonly native: NativeHandoff,
@@ -89,11 +105,8 @@ export class NativeTransport implements Transport<number> {
           this.native.close(mine);
           return;
         }
-        const watch = this.native.watch(
-          mine,
-          this.opts.guard('a worker channel', () => this.onChannel(worker.id, mine)),
-        );
-        this.channels.set(worker.id, { fd: mine, watch });
+        this.channels.set(worker.id, { workerId: worker.id, fd: mine, unacked: 0 });
+        this.scheduleRead();
       },
     };
   }
@@ -125,7 +138,6 @@ export class NativeTransport implements Transport<number> {
     const ch = this.channels.get(workerId);
     if (!ch) return;
     this.channels.delete(workerId);
-    this.native.unwatch(ch.watch);
     this.native.close(ch.fd);
   }
 
@@ -133,6 +145,7 @@ export class NativeTransport implements Transport<number> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.readTimer);
     if (this.listenWatch) this.native.unwatch(this.listenWatch);
     if (this.listenFd >= 0) this.native.close(this.listenFd);
     this.listenFd = -1;
@@ -140,6 +153,12 @@ export class NativeTransport implements Transport<number> {
 
   private onAcceptable(): void {
     if (this.closed) return;
+    // Acknowledgements first: the choice of worker counts what they report. Everything, count
+    // reports included, when the last full read is COUNT_FRESH_MS old.
+    const now = performance.now();
+    const all = now - this.readAllAt >= COUNT_FRESH_MS;
+    if (all) this.readAllAt = now;
+    for (const ch of this.channels.values()) if (all || ch.unacked > 0) this.read(ch, !all);
     const got = this.native.accept(this.listenFd, HANDOFF_BATCH);
     if (typeof got === 'number') {
       this.acceptFailed(got);
@@ -184,7 +203,10 @@ export class NativeTransport implements Transport<number> {
         const r = ch
           ? this.native.send(ch.fd, Int32Array.from(out.ids.slice(i, i + HANDOFF_BATCH)), fds)
           : -1;
-        if (r >= 0) continue;
+        if (r >= 0) {
+          ch!.unacked += fds.length;
+          continue;
+        }
         // EAGAIN: the worker has not read its channel for a while (stopped, or its loop
         // blocked); anything else: the channel is gone with the worker.
         const why: SendFailure = r === -constants.errno.EAGAIN ? 'full' : 'gone';
@@ -192,16 +214,20 @@ export class NativeTransport implements Transport<number> {
         break;
       }
     }
+    this.scheduleRead();
   }
 
-  /** A worker's acknowledgements; its end closed when it exited. */
-  private onChannel(workerId: number, fd: number): void {
-    for (;;) {
-      const msg = this.native.recv(fd);
+  /**
+   * Reads a worker's messages: until none waits or, with `untilAcked`, until nothing it was sent
+   * is unacknowledged (a count report can wait for the timer; one recvmsg fewer per wake-up).
+   */
+  private read(ch: Channel, untilAcked: boolean): void {
+    while (!untilAcked || ch.unacked > 0) {
+      const msg = this.native.recv(ch.fd);
       if (msg === null) return;
       if (typeof msg === 'number') {
         // 0: the worker's end closed; an error: the same for us. Its exit is handled by the pool.
-        this.gone(workerId);
+        this.gone(ch.workerId);
         return;
       }
       const [words, fds] = msg;
@@ -211,9 +237,35 @@ export class NativeTransport implements Transport<number> {
         const kind = words[i]!;
         const id = words[i + 1]!;
         const open = words[i + 2]!;
-        if (kind === HANDOFF_COUNT) this.events?.count(workerId, open);
-        else this.events?.ack(workerId, id, kind === HANDOFF_OK, open);
+        if (kind === HANDOFF_COUNT) {
+          this.events?.count(ch.workerId, open);
+          continue;
+        }
+        ch.unacked = Math.max(0, ch.unacked - 1);
+        this.events?.ack(ch.workerId, id, kind === HANDOFF_OK, open);
       }
     }
+  }
+
+  /** The timer that reads the channels when no connection arrives to do it. */
+  private scheduleRead(): void {
+    if (this.closed || this.channels.size === 0) return;
+    let waiting = false;
+    for (const ch of this.channels.values()) if (ch.unacked > 0) waiting = true;
+    const ms = waiting ? ACK_READ_MS : COUNT_READ_MS;
+    if (this.readTimer && this.readTimerMs <= ms) return;
+    clearTimeout(this.readTimer);
+    this.readTimerMs = ms;
+    this.readTimer = setTimeout(
+      this.opts.guard('the worker channels', () => {
+        this.readTimer = undefined;
+        this.readAllAt = performance.now();
+        // An acknowledgement's redispatch (a refusal) may call gone(): iterate a copy.
+        for (const ch of [...this.channels.values()]) this.read(ch, false);
+        this.scheduleRead();
+      }),
+      ms,
+    );
+    this.readTimer.unref();
   }
 }
