@@ -8,6 +8,7 @@
 // - worker -> primary: records of [kind, id, open] (HANDOFF_*), the worker's open connections
 //   after it.
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from './version.js';
 
@@ -17,6 +18,12 @@ export const HANDOFF_OK = 1;
 export const HANDOFF_REFUSED = 2;
 /** Only the count of open connections, after closes (id 0). */
 export const HANDOFF_COUNT = 3;
+/** Not served, not now: this worker is out of descriptors (the primary tries another). */
+export const HANDOFF_RETRY = 4;
+/** Errors on a channel that mean the other side is gone; any other (EAGAIN, ENOBUFS...) may pass. */
+export const CHANNEL_GONE: ReadonlySet<number> = new Set(
+  (['EPIPE', 'ECONNRESET', 'ENOTCONN', 'EBADF'] as const).map((c) => constants.errno[c]),
+);
 /** Descriptors in one message (the C side's limit). */
 export const HANDOFF_BATCH = 64;
 /** The descriptor number a worker finds its end of the channel at (stdio index). */
@@ -31,6 +38,7 @@ export interface NativeHandoff {
   /** Up to `max` accepted connections; a negative errno when the first accept fails. */
   accept(fd: number, max: number): number[] | number;
   socketpair(): [number, number] | number;
+  cloexec(fd: number): number;
   send(fd: number, words: Int32Array, fds: number[]): number;
   /** null: nothing waits; 0: the peer closed; < 0: errno. */
   recv(fd: number): [Int32Array, number[]] | null | number;

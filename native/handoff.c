@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <node_api.h>
 #include <stdlib.h>
@@ -122,6 +123,16 @@ static napi_value js_accept(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* cloexec(fd): a descriptor that the process's children must not inherit (a stdio one). */
+static napi_value js_cloexec(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  args(env, info, a, 1);
+  int fd = int_arg(env, a[0], -1);
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) return num(env, -errno);
+  return num(env, 0);
+}
+
 /* socketpair(): [a, b], a message-preserving, non-blocking, close-on-exec pair. */
 static napi_value js_socketpair(napi_env env, napi_callback_info info) {
   int sv[2];
@@ -221,8 +232,12 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
     memcpy(got, CMSG_DATA(c), k * sizeof(int));
     for (size_t i = 0; i < k; i++) napi_set_element(env, fds, n++, num(env, got[i]));
   }
-  /* A message cut short never happens with our own sizes; its descriptors are still returned. */
-  if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) r = r & ~3;
+  /*
+   * MSG_CTRUNC: this process ran out of descriptors (EMFILE) and the kernel closed those it could
+   * not install; the caller sees fewer descriptors than ids (the primary still has its copies).
+   * MSG_TRUNC never happens with our sizes; whole words are kept.
+   */
+  if (m.msg_flags & MSG_TRUNC) r = r & ~3;
   void *mem;
   napi_value ab, ints, out;
   napi_create_arraybuffer(env, (size_t)r, &mem, &ab);
@@ -256,6 +271,15 @@ typedef struct {
   int active, closing, owners;
 } watch_t;
 
+/*
+ * Set when Node tears the environment down: a watch still open then is closed by its
+ * finalizer, and its close callback runs after the environment is gone, when no Node-API call
+ * may be made (the process is exiting: nothing to release).
+ */
+static int env_gone = 0;
+
+static void on_env_cleanup(void *arg) { env_gone = 1; }
+
 static void watch_release(watch_t *w) {
   if (--w->owners == 0) free(w);
 }
@@ -263,9 +287,11 @@ static void watch_release(watch_t *w) {
 /* After the handle is closed, never inside its own callback: unwatch may be called from there. */
 static void on_closed(uv_handle_t *h) {
   watch_t *w = (watch_t *)h;
-  napi_async_destroy(w->env, w->context);
-  napi_delete_reference(w->env, w->callback);
-  napi_delete_reference(w->env, w->resource);
+  if (!env_gone) {
+    napi_async_destroy(w->env, w->context);
+    napi_delete_reference(w->env, w->callback);
+    napi_delete_reference(w->env, w->resource);
+  }
   watch_release(w);
 }
 
@@ -279,6 +305,8 @@ static void watch_stop(watch_t *w) {
 static void on_readable(uv_poll_t *h, int status, int events) {
   watch_t *w = (watch_t *)h;
   if (w->closing) return;
+  /* libuv stopped polling after an error (POLLERR: UV_EBADF): resume() may start it again. */
+  if (status < 0) w->active = 0;
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -293,6 +321,8 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   }
   napi_close_handle_scope(env, scope);
 }
+
+static void free_on_close(uv_handle_t *h) { free(h); }
 
 static void watch_finalize(napi_env env, void *data, void *hint) {
   watch_t *w = (watch_t *)data;
@@ -318,10 +348,16 @@ static napi_value js_watch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int e = uv_poll_init(loop, &w->poll, fd);
-  if (e == 0) e = uv_poll_start(&w->poll, UV_READABLE, on_readable);
   if (e != 0) {
-    /* uv_poll_init failing leaves nothing to close; after it, the handle must be closed. */
+    /* Nothing registered with the loop yet. */
     free(w);
+    napi_throw_error(env, uv_err_name(e), uv_strerror(e));
+    return NULL;
+  }
+  e = uv_poll_start(&w->poll, UV_READABLE, on_readable);
+  if (e != 0) {
+    /* The handle is the loop's now: it is freed once closed. */
+    uv_close((uv_handle_t *)&w->poll, free_on_close);
     napi_throw_error(env, uv_err_name(e), uv_strerror(e));
     return NULL;
   }
@@ -378,6 +414,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"localPort", 0, js_local_port, 0, 0, 0, napi_enumerable, 0},
       {"accept", 0, js_accept, 0, 0, 0, napi_enumerable, 0},
       {"socketpair", 0, js_socketpair, 0, 0, 0, napi_enumerable, 0},
+      {"cloexec", 0, js_cloexec, 0, 0, 0, napi_enumerable, 0},
       {"send", 0, js_send, 0, 0, 0, napi_enumerable, 0},
       {"recv", 0, js_recv, 0, 0, 0, napi_enumerable, 0},
       {"close", 0, js_close, 0, 0, 0, napi_enumerable, 0},
@@ -387,6 +424,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"resume", 0, js_resume, 0, 0, 0, napi_enumerable, 0},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
+  napi_add_env_cleanup_hook(env, on_env_cleanup, NULL);
   return exports;
 }
 

@@ -29,8 +29,8 @@ export const SETTING_SPECS = {
     desc: 'worker processes: an integer >= 1, or auto (available parallelism)',
   }),
   SERVICE_SCHEDULING: oneOf(['leastconn', 'none', 'rr'] as const)({
-    default: 'none',
-    desc: 'connection distribution: none = the kernel hands connections to workers; leastconn = the primary hands each connection to the worker with the fewest open ones, and to another if that one dies before taking it; rr = node:cluster round-robin',
+    default: 'leastconn',
+    desc: 'connection distribution: leastconn = the primary hands each connection to the worker with the fewest open ones, and to another if that one dies before taking it; none = the kernel hands connections to workers; rr = node:cluster round-robin',
   }),
   SERVICE_HANDOFF: oneOf(['auto', 'native', 'ipc'] as const)({
     default: 'auto',

@@ -10,7 +10,7 @@
 // (the primary never reads a byte), until one serves.
 import type { Worker } from 'node:cluster';
 import type { Logger } from '../telemetry/logger.js';
-import type { HandoffEvents, SendFailure, Transport } from './handoff.js';
+import type { HandoffAnswer, HandoffEvents, SendFailure, Transport } from './handoff.js';
 
 /** Connections that may wait for a serving worker; past it, new ones are closed at once. */
 export const DISPATCH_QUEUE_MAX = 4096;
@@ -85,7 +85,7 @@ export class Dispatcher<C = unknown> {
   listen(): Promise<void> {
     const events: HandoffEvents<C> = {
       connection: (conn) => this.onConnection(conn),
-      ack: (workerId, id, ok, open) => this.onAck(workerId, id, ok, open),
+      ack: (workerId, id, answer, open) => this.onAck(workerId, id, answer, open),
       count: (workerId, open) => {
         const t = this.targets.get(workerId);
         if (t) t.open = open;
@@ -163,7 +163,7 @@ export class Dispatcher<C = unknown> {
     this.dispatch(conn);
   }
 
-  private onAck(workerId: number, id: number, ok: boolean, open: number): void {
+  private onAck(workerId: number, id: number, answer: HandoffAnswer, open: number): void {
     const p = this.pending.get(id);
     if (!p || p.workerId !== workerId) return;
     this.pending.delete(id);
@@ -172,13 +172,18 @@ export class Dispatcher<C = unknown> {
       t.sentAt.shift();
       t.open = open;
     }
-    if (ok) {
+    if (answer === 'ok') {
       this.transport.release(p.conn);
       return;
     }
-    // The worker drains on its own (a SIGTERM sent to it directly): nothing more for it.
-    if (t) t.serving = false;
-    this.order = this.order.filter((id) => id !== workerId);
+    if (answer === 'retry') {
+      // Out of descriptors: another worker for now.
+      if (t) t.fullUntil = performance.now() + STALL_MS;
+    } else {
+      // The worker drains on its own (a SIGTERM sent to it directly): nothing more for it.
+      if (t) t.serving = false;
+      this.order = this.order.filter((id) => id !== workerId);
+    }
     this.counts.redispatched++;
     this.dispatch(p.conn);
   }
@@ -217,7 +222,9 @@ export class Dispatcher<C = unknown> {
       this.wait(conn);
       return;
     }
-    const id = ++this.seq;
+    // Ids travel as Int32: they wrap (one still pending 2^31 handoffs later is not plausible).
+    this.seq = this.seq >= 0x7fffffff ? 1 : this.seq + 1;
+    const id = this.seq;
     this.pending.set(id, { conn, workerId: target.worker.id });
     target.sentAt.push(performance.now());
     this.transport.send(target.worker, id, conn, (why: SendFailure) => {

@@ -55,7 +55,7 @@ export class IpcTransport implements Transport<Socket> {
   onMessage(worker: Worker, msg: unknown): boolean {
     if (!isHandoffMessage(msg)) return false;
     if (msg.t === 'conns') this.events?.count(worker.id, msg.open);
-    else this.events?.ack(worker.id, msg.id, msg.ok, msg.open);
+    else this.events?.ack(worker.id, msg.id, msg.ok ? 'ok' : 'refused', msg.open);
     return true;
   }
 

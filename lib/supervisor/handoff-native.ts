@@ -12,22 +12,29 @@
 // A worker that dies is seen by its exit, not by its channel.
 import type { Worker } from 'node:cluster';
 import { lookup } from 'node:dns/promises';
-import { constants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import {
   HANDOFF_BATCH,
   HANDOFF_CHANNEL_FD,
   HANDOFF_COUNT,
   HANDOFF_OK,
+  HANDOFF_REFUSED,
+  HANDOFF_RETRY,
+  CHANNEL_GONE,
   type NativeHandoff,
   type Watch,
 } from '../native-handoff.js';
-import type { HandoffEvents, SendFailure, Transport } from './handoff.js';
+import type { HandoffAnswer, HandoffEvents, SendFailure, Transport } from './handoff.js';
 import type { TransportOptions } from './handoff-ipc.js';
 
 /** The first retry after accept fails for want of descriptors or memory; doubled up to 1 s. */
 const ACCEPT_RETRY_MS = 10;
 const ACCEPT_RETRY_MAX_MS = 1000;
+const ANSWERS: Record<number, HandoffAnswer> = {
+  [HANDOFF_OK]: 'ok',
+  [HANDOFF_REFUSED]: 'refused',
+  [HANDOFF_RETRY]: 'retry',
+};
 /** How late an acknowledgement may be read when no connection arrives (the stall limit is 100). */
 const ACK_READ_MS = 10;
 const COUNT_READ_MS = 100;
@@ -39,6 +46,8 @@ interface Channel {
   fd: number;
   /** Connections sent and not yet acknowledged. */
   unacked: number;
+  /** Its open connections, as it last said: while any, closes may be reported. */
+  open: number;
 }
 
 interface Outgoing {
@@ -82,13 +91,11 @@ export class NativeTransport implements Transport<number> {
     this.listenFd = fd;
     this.listenWatch = this.native.watch(
       fd,
-      this.opts.guard('the listening socket', () => this.onAcceptable()),
+      this.opts.guard('the listening socket', (status: number) =>
+        // A poll error stopped the polling: retried like a failed accept.
+        status < 0 ? this.acceptFailed(status) : this.onAcceptable(),
+      ),
     );
-  }
-
-  /** The port bound (SERVICE_PORT=0 picks one). */
-  port(): number {
-    return this.listenFd < 0 ? -1 : this.native.localPort(this.listenFd);
   }
 
   prepareFork() {
@@ -105,8 +112,7 @@ export class NativeTransport implements Transport<number> {
           this.native.close(mine);
           return;
         }
-        this.channels.set(worker.id, { workerId: worker.id, fd: mine, unacked: 0 });
-        this.scheduleRead();
+        this.channels.set(worker.id, { workerId: worker.id, fd: mine, unacked: 0, open: 0 });
       },
     };
   }
@@ -138,14 +144,18 @@ export class NativeTransport implements Transport<number> {
     const ch = this.channels.get(workerId);
     if (!ch) return;
     this.channels.delete(workerId);
+    // What it said before it died is still there to read: a connection it acknowledged was
+    // served (maybe half read) and must not go to another worker.
+    this.read(ch, false);
     this.native.close(ch.fd);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // The channels are still read: the workers' last acknowledgements and refusals release or
+    // redispatch what they were handed (the dispatcher closes what has nowhere to go).
     clearTimeout(this.retryTimer);
-    clearTimeout(this.readTimer);
     if (this.listenWatch) this.native.unwatch(this.listenWatch);
     if (this.listenFd >= 0) this.native.close(this.listenFd);
     this.listenFd = -1;
@@ -209,7 +219,7 @@ export class NativeTransport implements Transport<number> {
         }
         // EAGAIN: the worker has not read its channel for a while (stopped, or its loop
         // blocked); anything else: the channel is gone with the worker.
-        const why: SendFailure = r === -constants.errno.EAGAIN ? 'full' : 'gone';
+        const why: SendFailure = !ch || CHANNEL_GONE.has(-r) ? 'gone' : 'full';
         for (const failed of out.failed.slice(i)) failed(why);
         break;
       }
@@ -226,8 +236,9 @@ export class NativeTransport implements Transport<number> {
       const msg = this.native.recv(ch.fd);
       if (msg === null) return;
       if (typeof msg === 'number') {
-        // 0: the worker's end closed; an error: the same for us. Its exit is handled by the pool.
-        this.gone(ch.workerId);
+        // 0: the worker's end closed (its exit is handled by the pool). Another error (ENOMEM...)
+        // may pass: read again later.
+        if (msg === 0 || CHANNEL_GONE.has(-msg)) this.gone(ch.workerId);
         return;
       }
       const [words, fds] = msg;
@@ -237,22 +248,28 @@ export class NativeTransport implements Transport<number> {
         const kind = words[i]!;
         const id = words[i + 1]!;
         const open = words[i + 2]!;
+        ch.open = open;
         if (kind === HANDOFF_COUNT) {
           this.events?.count(ch.workerId, open);
           continue;
         }
         ch.unacked = Math.max(0, ch.unacked - 1);
-        this.events?.ack(ch.workerId, id, kind === HANDOFF_OK, open);
+        this.events?.ack(ch.workerId, id, ANSWERS[kind] ?? 'refused', open);
       }
     }
   }
 
-  /** The timer that reads the channels when no connection arrives to do it. */
+  /**
+   * The timer that reads the channels when no connection arrives to do it; none while no worker
+   * has a connection (nothing can be reported then).
+   */
   private scheduleRead(): void {
-    if (this.closed || this.channels.size === 0) return;
-    let waiting = false;
-    for (const ch of this.channels.values()) if (ch.unacked > 0) waiting = true;
-    const ms = waiting ? ACK_READ_MS : COUNT_READ_MS;
+    let ms = 0;
+    for (const ch of this.channels.values()) {
+      if (ch.unacked > 0) ms = ACK_READ_MS;
+      else if (ch.open > 0 && ms === 0) ms = COUNT_READ_MS;
+    }
+    if (ms === 0) return;
     if (this.readTimer && this.readTimerMs <= ms) return;
     clearTimeout(this.readTimer);
     this.readTimerMs = ms;

@@ -10,11 +10,16 @@ import type { Worker } from 'node:cluster';
 export interface HandoffEvents<C> {
   /** A connection accepted from the listening socket. */
   connection(conn: C): void;
-  /** A worker's answer to a handoff: served (`ok`) or refused (it drains); its open count. */
-  ack(workerId: number, id: number, ok: boolean, open: number): void;
+  /**
+   * A worker's answer to a handoff, with its open count: served; refused (it drains); or not
+   * now (out of descriptors: another worker takes it).
+   */
+  ack(workerId: number, id: number, answer: HandoffAnswer, open: number): void;
   /** A worker's count of open connections, after closes. */
   count(workerId: number, open: number): void;
 }
+
+export type HandoffAnswer = 'ok' | 'refused' | 'retry';
 
 /** Why a handoff could not be sent: the worker's channel is gone, or full for now. */
 export type SendFailure = 'gone' | 'full';

@@ -10,12 +10,19 @@ import {
   HANDOFF_COUNT,
   HANDOFF_OK,
   HANDOFF_REFUSED,
+  HANDOFF_RETRY,
+  CHANNEL_GONE,
   nativeHandoff,
   type NativeHandoff,
 } from '../native-handoff.js';
 
 /** How stale the primary's count of this worker's connections may get after closes. */
 const CLOSE_REPORT_MS = 20;
+/** Words of one message to the primary (records of 3; the native side takes up to 1024). */
+const REPLY_WORDS = 960;
+/** Retries of a message the primary's full channel refused, backed off to 1 s. */
+const REPLY_RETRY_MS = 10;
+const REPLY_RETRY_MAX_MS = 1000;
 
 export interface HandoffOptions {
   draining: () => boolean;
@@ -102,45 +109,86 @@ function acceptNative(
   channel: number,
   opts: HandoffOptions,
 ): void {
+  // A stdio descriptor is inherited by the processes this worker spawns: the channel must not be
+  // (a child holding it would keep the connections queued for a dead worker open).
+  native.cloexec(channel);
+  // Records not sent yet: the channel is full while the primary does not read it (stopped).
+  // Never dropped for that: an acknowledgement lost would leave the connection the primary's,
+  // to be handed to another worker if this one died later. Retried, backed off.
+  let queued: number[] = [];
+  let retry: NodeJS.Timeout | undefined;
+  let retryMs = 0;
+  const flush = () => {
+    retry = undefined;
+    while (queued.length > 0) {
+      const words = queued.slice(0, REPLY_WORDS);
+      const r = native.send(channel, Int32Array.from(words), []);
+      if (r >= 0) {
+        queued.splice(0, words.length);
+        retryMs = 0;
+        continue;
+      }
+      if (CHANNEL_GONE.has(-r)) {
+        // The primary is gone: this worker exits with it (its IPC channel says so).
+        queued = [];
+        return;
+      }
+      // EAGAIN (full), ENOBUFS, ENOMEM...: later.
+      retryMs = Math.min(REPLY_RETRY_MAX_MS, retryMs ? retryMs * 2 : REPLY_RETRY_MS);
+      if (retryMs === REPLY_RETRY_MAX_MS)
+        opts.log('the primary does not take acknowledgements; retrying', { errno: r });
+      retry = setTimeout(flush, retryMs).unref();
+      return;
+    }
+  };
   const reply = (words: number[]) => {
-    const r = native.send(channel, Int32Array.from(words), []);
-    // The primary is gone (this worker exits with it) or stopped reading: its acks are lost
-    // then, and it hands those connections elsewhere when it sees this worker gone.
-    if (r < 0) opts.log('cannot acknowledge connections to the primary', { errno: r });
+    for (const w of words) queued.push(w);
+    if (!retry) flush();
   };
   const conns = openCounter((open) => reply([HANDOFF_COUNT, 0, open]));
-  const watch = native.watch(channel, () => {
+  /** One handed-over connection: served, or why not (the record kind). */
+  const take = (fd: number): number => {
+    // This process's copy only; nothing was read from it.
+    if (opts.draining()) {
+      native.close(fd);
+      return HANDOFF_REFUSED;
+    }
+    let socket: Socket;
+    try {
+      socket = new net.Socket({ fd, readable: true, writable: true });
+    } catch (err) {
+      native.close(fd);
+      opts.log('a handed-over connection could not be opened', { err });
+      return HANDOFF_RETRY;
+    }
+    try {
+      serve(server, socket, conns);
+    } catch (err) {
+      // A bug in a 'connection' listener: the connection is this worker's now; it ends here.
+      opts.log('a handed-over connection failed at its start', { err });
+      socket.destroy();
+    }
+    return HANDOFF_OK;
+  };
+  const watch = native.watch(channel, (status: number) => {
+    if (status < 0) {
+      // The channel broke (the primary is gone): this worker exits with it.
+      native.unwatch(watch);
+      return;
+    }
     for (;;) {
       const msg = native.recv(channel);
       if (msg === null) return;
       if (typeof msg === 'number') {
-        // The primary's end closed: it exited, and so does this worker (the IPC channel says).
-        native.unwatch(watch);
+        if (msg === 0 || CHANNEL_GONE.has(-msg)) native.unwatch(watch);
         return;
       }
       const [ids, fds] = msg;
       const acks: number[] = [];
-      for (let i = 0; i < fds.length; i++) {
-        const fd = fds[i]!;
-        const id = ids[i] ?? 0;
-        if (opts.draining()) {
-          // This process's copy only; nothing was read from it.
-          native.close(fd);
-          acks.push(HANDOFF_REFUSED, id, conns.open);
-          continue;
-        }
-        let socket: Socket;
-        try {
-          socket = new net.Socket({ fd, readable: true, writable: true });
-        } catch (err) {
-          native.close(fd);
-          opts.log('a handed-over connection could not be opened', { err });
-          acks.push(HANDOFF_REFUSED, id, conns.open);
-          continue;
-        }
-        serve(server, socket, conns);
-        acks.push(HANDOFF_OK, id, conns.open);
-      }
+      for (let i = 0; i < fds.length; i++) acks.push(take(fds[i]!), ids[i] ?? 0, conns.open);
+      // Ids without a descriptor: this process was out of descriptors and the kernel closed
+      // those it could not install. The primary's copies go to another worker.
+      for (let i = fds.length; i < ids.length; i++) acks.push(HANDOFF_RETRY, ids[i]!, conns.open);
       if (acks.length > 0) reply(acks);
     }
   });

@@ -288,6 +288,32 @@ describe('the native connection handoff: faults of its own', function () {
     await healthOn(s);
   });
 
+  it('a worker out of descriptors (RLIMIT_NOFILE): what it could not take goes to the other worker', async () => {
+    svc = await startService({
+      env: {
+        SERVICE_SCHEDULING: 'leastconn',
+        SERVICE_HANDOFF: 'native',
+        SERVICE_WORKERS: '2',
+        SERVICE_SPARE_WORKERS: '0',
+      },
+    });
+    await svc.waitReady();
+    const [full, other] = svc.readyWorkerPids();
+    // Not one more descriptor in that worker: the kernel closes those it cannot install.
+    const used = new Set(readdirSync(`/proc/${full}/fd`).map(Number));
+    let limit = 0;
+    while (used.has(limit)) limit++;
+    execFileSync('prlimit', [`--pid=${full}`, `--nofile=${limit}:${limit}`]);
+    const pids: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const s = connect(svc.port);
+      open.push(s);
+      pids.push(await healthOn(s, 5000));
+    }
+    expect(pids).to.deep.equal(pids.map(() => other));
+    expect(svc.readyWorkerPids()).to.include(full);
+  });
+
   it('not built: SERVICE_HANDOFF=native stops the start (exit 3), auto falls back to IPC and says so', async () => {
     // A copy of the package without build/: the install could not compile native/handoff.c.
     const pkg = mkdtempSync(join(tmpdir(), 'astron-nobuild-'));
