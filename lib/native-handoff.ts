@@ -7,8 +7,8 @@
 // - primary -> worker: one connection id per attached descriptor, in order;
 // - worker -> primary: records of [kind, id, open] (HANDOFF_*), the worker's open connections
 //   after it.
-import { createRequire } from 'node:module';
 import { constants } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from './version.js';
 
@@ -57,12 +57,15 @@ export function nativeHandoff(): { native?: NativeHandoff; why?: string } {
   if (process.platform !== 'linux') return (loaded = { why: 'it is Linux only' });
   const file = join(packageRoot(), 'build', 'Release', 'handoff.node');
   try {
-    loaded = { native: createRequire(import.meta.url)(file) as NativeHandoff };
+    // process.dlopen, not require: no module resolution for a path known in full.
+    const mod = { exports: {} as NativeHandoff };
+    process.dlopen(mod, file);
+    loaded = { native: mod.exports };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     loaded = {
       why:
-        code === 'MODULE_NOT_FOUND'
+        code === 'ERR_DLOPEN_FAILED' && !existsSync(file)
           ? `${file} is not built (npm run build:native)`
           : `${file} does not load: ${(err as Error).message}`,
     };

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 let cached: string | undefined;
+let found: { dir: string; pkg?: PackageJson } | undefined;
 
 interface PackageJson {
   name?: string;
@@ -26,13 +27,14 @@ function readPackage(dir: string): PackageJson | undefined {
  * tools/bundle.mjs), and those are skipped.
  */
 function findPackage(): { dir: string; pkg?: PackageJson } {
+  if (found) return found;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
     const pkg = readPackage(dir);
-    if (pkg?.name) return { dir, pkg };
+    if (pkg?.name) return (found = { dir, pkg });
     dir = dirname(dir);
   }
-  return { dir: process.cwd() };
+  return (found = { dir: process.cwd() });
 }
 
 export function packageRoot(): string {

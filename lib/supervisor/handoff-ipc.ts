@@ -5,15 +5,7 @@
 import type { Worker } from 'node:cluster';
 import net, { type Socket } from 'node:net';
 import { isHandoffMessage, type ConnMessage } from '../ipc.js';
-import type { Logger } from '../telemetry/logger.js';
-import type { HandoffEvents, SendFailure, Transport } from './handoff.js';
-
-export interface TransportOptions {
-  log: Logger;
-  host: string;
-  port: number;
-  guard: <A extends unknown[]>(where: string, fn: (...args: A) => void) => (...args: A) => void;
-}
+import type { HandoffEvents, SendFailure, Transport, TransportOptions } from './handoff.js';
 
 export class IpcTransport implements Transport<Socket> {
   readonly kind = 'ipc';

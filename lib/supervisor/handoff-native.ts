@@ -11,7 +11,7 @@
 // handoff is unacknowledged, every COUNT_READ_MS otherwise (the count reports after closes).
 // A worker that dies is seen by its exit, not by its channel.
 import type { Worker } from 'node:cluster';
-import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import {
   HANDOFF_BATCH,
@@ -24,8 +24,13 @@ import {
   type NativeHandoff,
   type Watch,
 } from '../native-handoff.js';
-import type { HandoffAnswer, HandoffEvents, SendFailure, Transport } from './handoff.js';
-import type { TransportOptions } from './handoff-ipc.js';
+import type {
+  HandoffAnswer,
+  HandoffEvents,
+  SendFailure,
+  Transport,
+  TransportOptions,
+} from './handoff.js';
 
 /** The first retry after accept fails for want of descriptors or memory; doubled up to 1 s. */
 const ACCEPT_RETRY_MS = 10;
@@ -84,8 +89,12 @@ export class NativeTransport implements Transport<number> {
   async listen(events: HandoffEvents<number>): Promise<void> {
     this.events = events;
     const { host, port } = this.opts;
-    // As net.Server.listen resolves a host name: the first address the system gives.
-    const { address, family } = await lookup(host);
+    // As net.Server.listen resolves a host name: the first address the system gives. An address
+    // (the usual case) needs no resolver, which stays unloaded in the primary.
+    const literal = isIP(host);
+    const { address, family } = literal
+      ? { address: host, family: literal }
+      : await (await import('node:dns/promises')).lookup(host);
     const fd = this.native.listen(family === 6 ? 6 : 4, address, port, 511);
     if (fd < 0) throw systemError('listen', fd, `${host}:${port}`);
     this.listenFd = fd;

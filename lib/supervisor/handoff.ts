@@ -5,6 +5,14 @@
 // - ipc (handoff-ipc.ts): a net.Socket per connection over node:cluster's IPC, one message each;
 //   about four times the primary's CPU per connection, and works everywhere.
 import type { Worker } from 'node:cluster';
+import type { Logger } from '../telemetry/logger.js';
+
+export interface TransportOptions {
+  log: Logger;
+  host: string;
+  port: number;
+  guard: <A extends unknown[]>(where: string, fn: (...args: A) => void) => (...args: A) => void;
+}
 
 /** What a transport tells the dispatcher. */
 export interface HandoffEvents<C> {

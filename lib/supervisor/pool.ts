@@ -273,35 +273,36 @@ export class Pool extends EventEmitter<PoolEvents> {
       return;
     }
     // Loaded for leastconn only: the primary of the other policies never has the handoff code.
-    import('./leastconn.js').then(
-      this.guard('the listening socket', (m: typeof import('./leastconn.js')) => {
-        if (this.phase !== 'booting') return;
-        const made = m.createDispatcher(s, this.log, (where, fn) => this.guard(where, fn));
-        if (typeof made === 'string') {
-          this.halt(3, `${made}; stopping (exit 3)`, false);
-          return;
-        }
-        // The port is bound before any worker is forked: it stays the primary's for its whole life.
-        this.dispatcher = made;
-        made.listen().then(
-          this.guard('the listening socket', () => this.forkAll()),
-          this.guard('the listening socket', (err: unknown) =>
-            this.halt(
-              3,
-              `cannot listen on ${s.SERVICE_HOST}:${s.SERVICE_PORT}: ${errorText(err)}; stopping (exit 3)`,
-              false,
+    import('./leastconn.js')
+      .then((m) => m.createDispatcher(s, this.log, (where, fn) => this.guard(where, fn)))
+      .then(
+        this.guard('the listening socket', (made: Dispatcher | string) => {
+          if (this.phase !== 'booting') return;
+          if (typeof made === 'string') {
+            this.halt(3, `${made}; stopping (exit 3)`, false);
+            return;
+          }
+          // The port is bound before any worker is forked: it stays the primary's for its whole life.
+          this.dispatcher = made;
+          made.listen().then(
+            this.guard('the listening socket', () => this.forkAll()),
+            this.guard('the listening socket', (err: unknown) =>
+              this.halt(
+                3,
+                `cannot listen on ${s.SERVICE_HOST}:${s.SERVICE_PORT}: ${errorText(err)}; stopping (exit 3)`,
+                false,
+              ),
             ),
+          );
+        }),
+        this.guard('the listening socket', (err: unknown) =>
+          this.halt(
+            3,
+            `cannot load the connection dispatcher: ${errorText(err)}; stopping (exit 3)`,
+            false,
           ),
-        );
-      }),
-      this.guard('the listening socket', (err: unknown) =>
-        this.halt(
-          3,
-          `cannot load the connection dispatcher: ${errorText(err)}; stopping (exit 3)`,
-          false,
         ),
-      ),
-    );
+      );
   }
 
   private forkAll(): void {
