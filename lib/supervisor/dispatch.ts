@@ -41,8 +41,6 @@ interface Pending<C> {
 }
 
 export interface DispatchStats {
-  /** How connections reach the workers: native descriptor batches, or node:cluster IPC. */
-  transport: 'native' | 'ipc';
   /** Connections accepted from the listening socket. */
   accepted: number;
   /** Handed to a worker again because the first one died or was draining before taking it. */
@@ -146,12 +144,7 @@ export class Dispatcher<C = unknown> {
   stats(): DispatchStats {
     const perWorker = new Map<number, number>();
     for (const [id, t] of this.targets) perWorker.set(id, t.open + t.sentAt.length);
-    return {
-      ...this.counts,
-      transport: this.transport.kind,
-      waiting: this.waiting.length,
-      perWorker,
-    };
+    return { ...this.counts, waiting: this.waiting.length, perWorker };
   }
 
   private onConnection(conn: C): void {

@@ -166,6 +166,9 @@ describe('container image (podman build + run)', function () {
     }
     const hc = await podman(['healthcheck', 'run', name]);
     expect(hc.code, hc.stdout + hc.stderr).to.equal(0);
+    // The default scheduling (leastconn) hands connections over with the module the image built,
+    // not the IPC fallback.
+    expect(await logs(name)).to.not.contain('leastconn hands connections over node:cluster IPC');
   });
 
   it('a bad setting exits 2 and names it', async () => {
