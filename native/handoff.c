@@ -144,6 +144,23 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Room for a message's descriptors, aligned for a cmsghdr. */
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  struct cmsghdr align;
+} control_t;
+
+/* One buffer of data; `control_len` bytes of `control` for descriptors (0: none). */
+static void msg_init(struct msghdr *m, struct iovec *iov, control_t *control, size_t control_len) {
+  memset(m, 0, sizeof *m);
+  m->msg_iov = iov;
+  m->msg_iovlen = 1;
+  if (control_len > 0) {
+    m->msg_control = control->buf;
+    m->msg_controllen = control_len;
+  }
+}
+
 /* send(fd, words: Int32Array, fds: number[]): bytes sent, or a negative errno (EAGAIN too). */
 static napi_value js_send(napi_env env, napi_callback_info info) {
   napi_value a[3];
@@ -167,17 +184,10 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     fds[i] = int_arg(env, v, -1);
   }
   struct iovec iov = {data, words * sizeof(int32_t)};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct cmsghdr align;
-  } control;
+  control_t control;
   struct msghdr m;
-  memset(&m, 0, sizeof m);
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
+  msg_init(&m, &iov, &control, nfds > 0 ? CMSG_SPACE(sizeof(int) * nfds) : 0);
   if (nfds > 0) {
-    m.msg_control = control.buf;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -200,16 +210,9 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   int fd = int_arg(env, a[0], -1);
   int32_t words[MAX_WORDS];
   struct iovec iov = {words, sizeof words};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct cmsghdr align;
-  } control;
+  control_t control;
   struct msghdr m;
-  memset(&m, 0, sizeof m);
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = control.buf;
-  m.msg_controllen = sizeof control.buf;
+  msg_init(&m, &iov, &control, sizeof control.buf);
   ssize_t r;
   do r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   while (r < 0 && errno == EINTR);

@@ -43,6 +43,28 @@ async function metric(port: number, name: string): Promise<number> {
   return new Exposition(res.body).value(name) ?? NaN;
 }
 
+/** The service with leastconn over `handoff`, 2 workers and no spare unless `env` says otherwise. */
+function startLeastconn(handoff: string, env: Record<string, string> = {}): Promise<Service> {
+  return startService({
+    env: {
+      SERVICE_SCHEDULING: 'leastconn',
+      SERVICE_HANDOFF: handoff,
+      SERVICE_WORKERS: '2',
+      SERVICE_SPARE_WORKERS: '0',
+      ...env,
+    },
+  });
+}
+
+/** SIGCONT to a process that may be gone by now. */
+function resume(pid: number): void {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    // gone
+  }
+}
+
 for (const handoff of ['native', 'ipc'] as const)
   describe(`connection dispatch (SERVICE_SCHEDULING=leastconn, SERVICE_HANDOFF=${handoff})`, function () {
     let svc: Service | undefined;
@@ -90,15 +112,7 @@ for (const handoff of ['native', 'ipc'] as const)
     });
 
     it('a connection handed to a worker that dies before taking it is served by another', async () => {
-      svc = await startService({
-        env: {
-          SERVICE_SCHEDULING: 'leastconn',
-          SERVICE_HANDOFF: handoff,
-          SERVICE_WORKERS: '2',
-          SERVICE_SPARE_WORKERS: '0',
-          LOG_LEVEL: 'info',
-        },
-      });
+      svc = await startLeastconn(handoff, { LOG_LEVEL: 'info' });
       await svc.waitReady();
       const [stopped, other] = svc.readyWorkerPids();
       // A stopped worker cannot acknowledge: the connections handed to it stay the primary's.
@@ -116,11 +130,7 @@ for (const handoff of ['native', 'ipc'] as const)
         // never taken, and went to the other when it died.
         expect(pids).to.deep.equal(pids.map(() => other));
       } finally {
-        try {
-          process.kill(stopped!, 'SIGCONT');
-        } catch {
-          // gone
-        }
+        resume(stopped!);
       }
       expect(await metric(svc.port, 'astron_agent_connections_redispatched_total')).to.be.at.least(
         3,
@@ -128,14 +138,7 @@ for (const handoff of ['native', 'ipc'] as const)
     });
 
     it('a stopped worker is handed connections for at most its first 100 ms; they are answered when it resumes', async () => {
-      svc = await startService({
-        env: {
-          SERVICE_SCHEDULING: 'leastconn',
-          SERVICE_HANDOFF: handoff,
-          SERVICE_WORKERS: '2',
-          SERVICE_SPARE_WORKERS: '0',
-        },
-      });
+      svc = await startLeastconn(handoff);
       await svc.waitReady();
       const [victim, other] = svc.readyWorkerPids();
       process.kill(victim!, 'SIGSTOP');
@@ -155,24 +158,12 @@ for (const handoff of ['native', 'ipc'] as const)
         expect(onVictim).to.be.within(1, 4);
         expect(pids.filter((p) => p === other).length).to.equal(30 - onVictim);
       } finally {
-        try {
-          process.kill(victim!, 'SIGCONT');
-        } catch {
-          // gone
-        }
+        resume(victim!);
       }
     });
 
     it('a worker draining on its own (SIGTERM to it) gets no new connection; nothing is refused', async () => {
-      svc = await startService({
-        env: {
-          SERVICE_SCHEDULING: 'leastconn',
-          SERVICE_HANDOFF: handoff,
-          SERVICE_WORKERS: '2',
-          SERVICE_SPARE_WORKERS: '0',
-          AGENT_TEST_HOOKS: '1',
-        },
-      });
+      svc = await startLeastconn(handoff, { AGENT_TEST_HOOKS: '1' });
       await svc.waitReady();
       const [draining] = svc.readyWorkerPids();
       // A slow request keeps the draining worker alive while new connections arrive.
@@ -192,15 +183,7 @@ for (const handoff of ['native', 'ipc'] as const)
     });
 
     it('the port stays open while the only worker restarts: a new connection waits and is answered', async () => {
-      svc = await startService({
-        env: {
-          SERVICE_SCHEDULING: 'leastconn',
-          SERVICE_HANDOFF: handoff,
-          SERVICE_WORKERS: '1',
-          SERVICE_SPARE_WORKERS: '0',
-          LOG_LEVEL: 'info',
-        },
-      });
+      svc = await startLeastconn(handoff, { SERVICE_WORKERS: '1', LOG_LEVEL: 'info' });
       await svc.waitReady();
       const [only] = svc.readyWorkerPids();
       process.kill(only!, 'SIGKILL');
@@ -255,14 +238,7 @@ describe('the native connection handoff: faults of its own', function () {
   });
 
   it('the primary out of descriptors (RLIMIT_NOFILE): accepts are retried, backed off; every connection is answered', async () => {
-    svc = await startService({
-      env: {
-        SERVICE_SCHEDULING: 'leastconn',
-        SERVICE_HANDOFF: 'native',
-        SERVICE_WORKERS: '1',
-        SERVICE_SPARE_WORKERS: '0',
-      },
-    });
+    svc = await startLeastconn('native', { SERVICE_WORKERS: '1' });
     await svc.waitReady();
     const primary = svc.proc.pid!;
     // Room for two descriptors beyond what the primary holds now (a new one takes the lowest
@@ -289,14 +265,7 @@ describe('the native connection handoff: faults of its own', function () {
   });
 
   it('a worker out of descriptors (RLIMIT_NOFILE): what it could not take goes to the other worker', async () => {
-    svc = await startService({
-      env: {
-        SERVICE_SCHEDULING: 'leastconn',
-        SERVICE_HANDOFF: 'native',
-        SERVICE_WORKERS: '2',
-        SERVICE_SPARE_WORKERS: '0',
-      },
-    });
+    svc = await startLeastconn('native');
     await svc.waitReady();
     const [full, other] = svc.readyWorkerPids();
     // Not one more descriptor in that worker: the kernel closes those it cannot install.
