@@ -226,8 +226,8 @@ export class NativeTransport implements Transport<number> {
           ch!.unacked += fds.length;
           continue;
         }
-        // EAGAIN: the worker has not read its channel for a while (stopped, or its loop
-        // blocked); anything else: the channel is gone with the worker.
+        // EPIPE, ECONNRESET...: the channel is gone with the worker. EAGAIN (it has not read its
+        // channel for a while: stopped, or its loop blocked), ENOBUFS and the like: for now.
         const why: SendFailure = !ch || CHANNEL_GONE.has(-r) ? 'gone' : 'full';
         for (const failed of out.failed.slice(i)) failed(why);
         break;
