@@ -128,7 +128,15 @@ const bench: Bench = {
   async run() {
     const upstream = await startUpstream();
     const svc = await startService({
-      env: { SERVICE_WORKERS: '2', LOG_LEVEL: 'info', LLM_TIMEOUT: '60000' },
+      env: {
+        SERVICE_WORKERS: '2',
+        LOG_LEVEL: 'info',
+        LLM_TIMEOUT: '60000',
+        // BENCH_SCHEDULING=none|rr: the same figures under another policy than the default
+        ...(process.env.BENCH_SCHEDULING
+          ? { SERVICE_SCHEDULING: process.env.BENCH_SCHEDULING }
+          : {}),
+      },
     });
     try {
       await svc.waitReady();
