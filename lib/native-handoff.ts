@@ -34,7 +34,6 @@ export type Watch = object & { readonly __watch: unique symbol };
 /** Every call returns a negative errno on failure; none throws but `watch` (bad arguments). */
 export interface NativeHandoff {
   listen(family: 4 | 6, address: string, port: number, backlog: number): number;
-  localPort(fd: number): number;
   /** Up to `max` accepted connections; a negative errno when the first accept fails. */
   accept(fd: number, max: number): number[] | number;
   socketpair(): [number, number] | number;

@@ -3,7 +3,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-let cached: string | undefined;
 let found: { dir: string; pkg?: PackageJson } | undefined;
 
 interface PackageJson {
@@ -42,6 +41,5 @@ export function packageRoot(): string {
 }
 
 export function version(): string {
-  cached ??= findPackage().pkg?.version ?? '0.0.0';
-  return cached;
+  return findPackage().pkg?.version ?? '0.0.0';
 }

@@ -86,18 +86,6 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   return num(env, fd);
 }
 
-/* localPort(fd): the port a socket is bound to (SERVICE_PORT=0 picks one). */
-static napi_value js_local_port(napi_env env, napi_callback_info info) {
-  napi_value a[1];
-  args(env, info, a, 1);
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getsockname(int_arg(env, a[0], -1), (struct sockaddr *)&ss, &len) < 0) return num(env, -errno);
-  if (ss.ss_family == AF_INET) return num(env, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-  if (ss.ss_family == AF_INET6) return num(env, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-  return num(env, -EAFNOSUPPORT);
-}
-
 /*
  * accept(fd, max): up to max accepted connections' fds (non-blocking, close-on-exec), [] when
  * none waits; a negative errno when the first accept fails (EMFILE...). A connection reset
@@ -414,7 +402,6 @@ static napi_value js_resume(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
       {"listen", 0, js_listen, 0, 0, 0, napi_enumerable, 0},
-      {"localPort", 0, js_local_port, 0, 0, 0, napi_enumerable, 0},
       {"accept", 0, js_accept, 0, 0, 0, napi_enumerable, 0},
       {"socketpair", 0, js_socketpair, 0, 0, 0, napi_enumerable, 0},
       {"cloexec", 0, js_cloexec, 0, 0, 0, napi_enumerable, 0},
