@@ -6,6 +6,7 @@ import { startControl, type Control } from './control.js';
 import { createNotifier, monotonicUsec } from './notify.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import { Pool } from './pool.js';
+import { metricsNotices, startClusterMetrics } from './scrape.js';
 import { installSignals } from './signals.js';
 import { watchForReload } from './watch.js';
 
@@ -74,15 +75,10 @@ export function runPrimary(opts: LoadOptions): void {
     pool.on('stopping', () => notifier.send('STOPPING=1', 'STATUS=stopping'));
   }
   installSignals(pool, logger);
+  // Counts from the first fork; prom-client itself loads with the first scrape (scrape-render.ts).
+  for (const n of metricsNotices(settings)) logger.warn(n);
+  if (settings.METRICS_ENABLE) startClusterMetrics({ pool, settings, logger });
   pool.start();
-  // The cluster metrics (prom-client) load while the first workers boot, off the start path.
-  import('./scrape.js').then(
-    ({ metricsNotices, startClusterMetrics }) => {
-      for (const n of metricsNotices(settings)) logger.warn(n);
-      if (settings.METRICS_ENABLE) startClusterMetrics({ pool, settings, logger });
-    },
-    (err: unknown) => logger.error('cluster metrics not started', { err }),
-  );
   const control: Promise<Control | undefined> = settings.SERVICE_CONTROL_SOCKET
     ? startControl({
         path: settings.SERVICE_CONTROL_SOCKET,

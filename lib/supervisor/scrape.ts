@@ -16,16 +16,12 @@
 // (memory, open sockets, ...) of a worker that did not answer are left out: they are not known.
 // The accumulator keeps at most METRICS_MAX_SERIES label sets per metric (the union over every
 // worker that ever left would grow without end); later ones are summed into one `__other__` set.
+//
+// This half has no prom-client: it is loaded with the primary and keeps the snapshots and the
+// supervisor's counters from the start; scrape-render.ts (prom-client, the aggregation, the
+// primary's own registry) is loaded by the first scrape.
 import cluster, { type Worker } from 'node:cluster';
 import { performance } from 'node:perf_hooks';
-import {
-  AggregatorRegistry,
-  collectDefaultMetrics,
-  Counter,
-  Gauge,
-  Histogram,
-  Registry,
-} from 'prom-client';
 import type { Settings } from '../config/settings.js';
 import {
   isMetricsWorkerMessage,
@@ -34,14 +30,12 @@ import {
   type MetricsWorkerToPrimary,
 } from '../ipc.js';
 import type { Logger } from '../telemetry/logger.js';
-import {
-  DEFAULT_MAX_SERIES,
-  EVENT_LOOP_SAMPLE_MS,
-  OTHER_LABEL,
-  type ScrapeResult,
-} from '../telemetry/metrics.js';
+import { DEFAULT_MAX_SERIES, OTHER_LABEL, type ScrapeResult } from '../telemetry/metrics.js';
 import { guarded } from './guard.js';
 import type { Pool } from './pool.js';
+import type * as RenderModule from './scrape-render.js';
+import type { SupervisorTally } from './scrape-render.js';
+import { labelSetKey, seriesKey } from './series-key.js';
 
 type Value = MetricJson['values'][number];
 
@@ -55,23 +49,6 @@ export function monotonicPart(metrics: readonly MetricJson[]): MetricJson[] {
       (m.type === 'counter' || m.type === 'histogram') &&
       (m.aggregator === undefined || m.aggregator === 'sum'),
   );
-}
-
-function seriesKey(metric: MetricJson, v: Value): string {
-  const labels = Object.keys(v.labels)
-    .sort()
-    .map((k) => `${k}=${String(v.labels[k])}`)
-    .join(',');
-  return `${v.metricName ?? metric.name}{${labels}}`;
-}
-
-/** A histogram's label set without its `le`: what its _bucket, _sum and _count values share. */
-function labelSetKey(v: Value): string {
-  return Object.keys(v.labels)
-    .filter((k) => k !== 'le')
-    .sort()
-    .map((k) => `${k}=${String(v.labels[k])}`)
-    .join(',');
 }
 
 function otherLabels(labels: Value['labels']): Value['labels'] {
@@ -266,151 +243,15 @@ export class ClusterScraper {
   }
 }
 
-/**
- * Values aggregated and rendered in one turn of the event loop (a label set is never cut, so a
- * slice may exceed it by one label set). On the 2-core test machine a slice of ~2,000 histogram
- * values takes 5-20 ms; the whole chat-duration family at its cap with 2 workers (~17,000
- * values) took 100-150 ms in one task before it was sliced.
- */
-export const SLICE_VALUES = 2000;
-
-/** A turn of the event loop: what is waiting (the METRICS_PORT probe, IPC, timers) runs. */
-const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
-
-/**
- * One family (one `MetricJson` per answering array) cut into slices of whole label sets (labels
- * but `le`), in the order each label set first appears. Every value of one series (same
- * metricName and labels) lands in the slice of its label set, so each slice aggregates exactly
- * what the whole family would for its series. Keying the values costs ~1-3 µs each here (20-50
- * ms for that family): it yields every `maxValues` values too.
- */
-async function slices(list: MetricJson[][], maxValues: number): Promise<MetricJson[][][]> {
-  let total = 0;
-  for (const [m] of list) total += m!.values.length;
-  if (total <= maxValues) return [list];
-  const keys: string[][] = [];
-  let keyed = 0;
-  for (const [m] of list) {
-    const ks: string[] = [];
-    for (const v of m!.values) {
-      ks.push(labelSetKey(v));
-      if (++keyed % maxValues === 0) await turn();
-    }
-    keys.push(ks);
-  }
-  const count = new Map<string, number>();
-  for (const ks of keys) for (const k of ks) count.set(k, (count.get(k) ?? 0) + 1);
-  const sliceOf = new Map<string, number>();
-  let n = 0;
-  let size = 0;
-  for (const [k, c] of count) {
-    if (size > 0 && size + c > maxValues) {
-      n++;
-      size = 0;
-    }
-    sliceOf.set(k, n);
-    size += c;
-  }
-  const out: MetricJson[][][] = Array.from({ length: n + 1 }, () => []);
-  list.forEach(([m], w) => {
-    const cut: Value[][] = [];
-    m!.values.forEach((v, j) => (cut[sliceOf.get(keys[w]![j]!)!] ??= []).push(v));
-    cut.forEach((values, i) => out[i]!.push([{ ...m!, values }]));
-  });
-  return out;
-}
-
-const HEADER = /^(?:# (?:HELP|TYPE) [^\n]*\n)+/;
-
-/**
- * prom-client's aggregation and rendering, one metric family at a time, a family of more than
- * `maxValues` values in slices of whole label sets, with a turn of the event loop between
- * slices: the primary stalls for one slice, not for its largest family (whose size grows with
- * METRICS_MAX_SERIES and the number of workers) nor for the whole scrape. The text is what one
- * `aggregate()` renders: the same lines, in the same order unless workers list different series
- * for one label set (a histogram with other buckets): then that label set's lines come together.
- */
-export async function aggregateByFamily(
-  arrays: readonly MetricJson[][],
-  maxValues = SLICE_VALUES,
-): Promise<string> {
-  const families = new Map<string, MetricJson[][]>();
-  for (const metrics of arrays) {
-    for (const m of metrics) {
-      const list = families.get(m.name);
-      if (list) list.push([m]);
-      else families.set(m.name, [[m]]);
-    }
-  }
-  const parts: string[] = [];
-  for (const list of families.values()) {
-    const lines: string[] = [];
-    for (const slice of await slices(list, maxValues)) {
-      let text = await AggregatorRegistry.aggregate(slice).metrics();
-      if (lines.length > 0) text = text.replace(HEADER, '');
-      if (text.trim() !== '') lines.push(text.replace(/\n$/, ''));
-      await turn();
-    }
-    if (lines.length > 0) parts.push(lines.join('\n'));
-  }
-  return `${parts.join('\n\n')}\n`;
-}
-
 export interface ClusterMetrics {
   /** The whole cluster's metrics in the Prometheus text format. */
   render(): Promise<ScrapeResult>;
   readonly scraper: ClusterScraper;
-  readonly registry: Registry;
   close(): void;
 }
 
-/** SERVICE_SCHEDULING=leastconn: what the primary's connection dispatcher did. */
-function dispatchMetrics(registry: Registry, pool: Pick<Pool, 'dispatchStats'>): void {
-  const counter = (name: string, help: string, key: 'accepted' | 'redispatched' | 'dropped') =>
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(pool.dispatchStats()?.[key] ?? 0);
-      },
-    });
-  counter(
-    'astron_agent_connections_accepted_total',
-    'Connections accepted by the primary (SERVICE_SCHEDULING=leastconn)',
-    'accepted',
-  );
-  counter(
-    'astron_agent_connections_redispatched_total',
-    'Connections handed to a second worker because the first died or drained before taking them',
-    'redispatched',
-  );
-  counter(
-    'astron_agent_connections_dropped_total',
-    'Connections closed unserved: the wait for a serving worker was full, or the service stopped',
-    'dropped',
-  );
-  new Gauge({
-    name: 'astron_agent_connections_waiting',
-    help: 'Connections accepted and waiting for a serving worker (every worker restarting)',
-    registers: [registry],
-    collect() {
-      this.set(pool.dispatchStats()?.waiting ?? 0);
-    },
-  });
-  new Gauge({
-    name: 'astron_agent_worker_connections',
-    help: 'Open connections per worker, as the dispatcher counts them for least-connections',
-    labelNames: ['worker'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [id, n] of pool.dispatchStats()?.perWorker ?? [])
-        this.set({ worker: String(id) }, n);
-    },
-  });
-}
+/** Reload durations queued before the first scrape past this load the registry. */
+const MAX_PENDING_RELOADS = 256;
 
 export interface ClusterMetricsOptions {
   pool: Pick<Pool, 'on' | 'workers' | 'inFlight' | 'dispatchStats'>;
@@ -418,95 +259,15 @@ export interface ClusterMetricsOptions {
   logger: Logger;
 }
 
-/** Wires the scrape to cluster IPC, the supervisor series to the pool's events, METRICS_PORT. */
+/**
+ * Wires the scrape to cluster IPC and the supervisor's counters to the pool's events, and serves
+ * METRICS_PORT. prom-client is loaded by the first render.
+ */
 export function startClusterMetrics({
   pool,
   settings,
   logger,
 }: ClusterMetricsOptions): ClusterMetrics {
-  const registry = new Registry();
-  collectDefaultMetrics({
-    register: registry,
-    prefix: 'astron_agent_primary_',
-    eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
-  });
-  const ready = new Gauge({
-    name: 'astron_agent_workers_ready',
-    help: 'Workers ready and serving',
-    registers: [registry],
-  });
-  new Gauge({
-    name: 'astron_agent_worker_processes',
-    help: 'Worker processes alive, by state (starting, standby, ready, draining)',
-    labelNames: ['state'],
-    registers: [registry],
-    collect() {
-      const by: Record<string, number> = { starting: 0, standby: 0, ready: 0, draining: 0 };
-      for (const w of pool.workers()) by[w.state] = (by[w.state] ?? 0) + 1;
-      for (const [state, n] of Object.entries(by)) this.set({ state }, n);
-    },
-  });
-  new Gauge({
-    name: 'http_server_active_requests',
-    help: "Requests in flight in the whole service (SSE streams included), as of each worker's last heartbeat: for autoscaling on load",
-    registers: [registry],
-    collect() {
-      this.set(pool.inFlight());
-    },
-  });
-  if (settings.SERVICE_SCHEDULING === 'leastconn') dispatchMetrics(registry, pool);
-  const restarts = new Counter({
-    name: 'astron_agent_worker_restarts_total',
-    help: 'Workers replaced, by reason (crash, hung, memory, requests, reload)',
-    labelNames: ['reason'],
-    registers: [registry],
-  });
-  for (const reason of ['crash', 'hung', 'memory', 'requests', 'reload'])
-    restarts.inc({ reason }, 0);
-  const reloads = new Counter({
-    name: 'astron_agent_reloads_total',
-    help: 'Rolling reloads, by result (ok, aborted, invalid-config)',
-    labelNames: ['result'],
-    registers: [registry],
-  });
-  for (const result of ['ok', 'aborted', 'invalid-config']) reloads.inc({ result }, 0);
-  const reloadTime = new Histogram({
-    name: 'astron_agent_reload_duration_seconds',
-    help: 'Rolling reload duration in seconds, by result',
-    labelNames: ['result'],
-    buckets: [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
-    registers: [registry],
-  });
-  const missing = new Gauge({
-    name: 'astron_agent_metrics_missing_workers',
-    help: 'Workers that did not answer the last scrape within METRICS_SCRAPE_TIMEOUT (their counters keep their last known values)',
-    registers: [registry],
-  });
-  const scrapeTime = new Gauge({
-    name: 'astron_agent_metrics_scrape_duration_seconds',
-    help: 'How long the last collect round over the workers took',
-    registers: [registry],
-  });
-  new Counter({
-    name: 'astron_agent_metrics_departed_workers_total',
-    help: 'Workers gone whose last counter values are kept in the cluster totals',
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(scraper.store.departedWorkers);
-    },
-  });
-
-  // Loaded after the pool started: workers may be ready already.
-  ready.set(pool.workers().filter((w) => w.state === 'ready').length);
-  pool.on('workers', (n) => ready.set(n));
-  pool.on('ready', (n) => ready.set(n));
-  pool.on('restart', (reason) => restarts.inc({ reason }));
-  pool.on('reloaded', (result, ms) => {
-    reloads.inc({ result });
-    reloadTime.observe({ result }, ms / 1000);
-  });
-
   const targets = (): ScrapeTarget[] => {
     const out: ScrapeTarget[] = [];
     for (const w of pool.workers()) {
@@ -523,17 +284,47 @@ export function startClusterMetrics({
     settings.METRICS_MAX_SERIES,
   );
 
+  const tally: SupervisorTally = {
+    restarts: new Map(),
+    reloads: new Map(),
+    pendingReloads: [],
+    observeReload(result, seconds) {
+      tally.pendingReloads.push({ result, seconds });
+      if (tally.pendingReloads.length >= MAX_PENDING_RELOADS) retryable().catch(ignore);
+    },
+    departedWorkers: () => scraper.store.departedWorkers,
+  };
+  const bump = (m: Map<string, number>, k: string): void => void m.set(k, (m.get(k) ?? 0) + 1);
+  pool.on('restart', (reason) => bump(tally.restarts, reason));
+  pool.on('reloaded', (result, ms) => {
+    bump(tally.reloads, result);
+    tally.observeReload(result, ms / 1000);
+  });
+
+  let loading: Promise<Renderer> | undefined;
+  const renderer = (): Promise<Renderer> =>
+    (loading ??= import('./scrape-render.js').then((m) => ({
+      ...m,
+      primary: m.primaryRegistry(pool, tally, settings.SERVICE_SCHEDULING === 'leastconn'),
+    })));
+  // A failed load (a file missing from a broken install) is retried by the next scrape.
+  const retryable = (): Promise<Renderer> =>
+    renderer().catch((err: unknown) => {
+      loading = undefined;
+      throw err;
+    });
+
   let rendering: Promise<ScrapeResult> | undefined;
   const render = (): Promise<ScrapeResult> => {
     rendering ??= (async () => {
+      const { aggregateByFamily, primary } = await retryable();
       const round = await scraper.collect();
-      missing.set(round.missing);
-      scrapeTime.set(round.ms / 1000);
+      primary.setRound(round.missing, round.ms);
       const workersText = await aggregateByFamily(round.arrays);
-      const primaryText = await registry.metrics();
+      const primaryText = await primary.registry.metrics();
       return {
         status: 200,
-        contentType: registry.contentType,
+        contentType: primary.registry.contentType,
         body: `${primaryText}\n${workersText}`,
       };
     })()
@@ -599,7 +390,6 @@ export function startClusterMetrics({
   return {
     render,
     scraper,
-    registry,
     close() {
       closed = true;
       cluster.off('message', onMessage);
@@ -608,6 +398,8 @@ export function startClusterMetrics({
     },
   };
 }
+
+type Renderer = typeof RenderModule & { primary: RenderModule.PrimaryRegistry };
 
 /** Start-up warnings about the metrics settings (logged once by the primary). */
 export function metricsNotices(s: Settings): string[] {

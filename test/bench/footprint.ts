@@ -306,59 +306,64 @@ const bench: Bench = {
   title: 'lean, quick workers: fork -> ready, start -> first 200, CLI commands, idle memory',
   async run() {
     const rounds = Number(process.env.BENCH_ROUNDS ?? 9);
-    await cliCommands(rounds + 2);
-    await firstResponse(rounds);
-
-    console.log('fresh worker, fork -> ready (primary log), during rolling reloads, 2 workers:');
-    const reloads = Math.max(2, Math.ceil(rounds / 2));
-    await forkToReady('SQLite', {}, reloads);
-    const target = mysqlFromEnv() ?? {
-      host: '127.0.0.1',
-      port: 3306,
-      user: 'root',
-      password: '',
-      database: 'test',
-    };
-    const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-    const probe = new Redis(redisUrl, {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    const redisOk = await probe.connect().then(
-      () => probe.ping().then(() => true),
-      () => false,
-    );
-    probe.disconnect();
-    let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
-    try {
-      db = await scratchDatabase(target);
-    } catch (err) {
-      console.log(
-        `  MySQL at ${target.host}:${target.port} not usable (${(err as Error).message}): skipped`,
-      );
-    }
-    if (db && redisOk) {
-      const u = new URL(redisUrl);
-      try {
-        await forkToReady(
-          'MySQL + Redis',
-          {
-            ...mysqlEnv(db.target),
-            REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
-            REDIS_PASSWORD: decodeURIComponent(u.password),
-          },
-          reloads,
-        );
-      } finally {
-        await db.drop();
-      }
-    } else if (db) {
-      await db.drop();
-      console.log(`  Redis at ${redisUrl} not reachable: MySQL + Redis skipped`);
-    }
-
-    await idleMemory();
+    // BENCH_FOOTPRINT_PARTS=cli,first,fork,idle (all by default): a part alone for a quick check.
+    const parts = (process.env.BENCH_FOOTPRINT_PARTS ?? 'cli,first,fork,idle').split(',');
+    if (parts.includes('cli')) await cliCommands(rounds + 2);
+    if (parts.includes('first')) await firstResponse(rounds);
+    if (parts.includes('fork')) await forkParts(rounds);
+    if (parts.includes('idle')) await idleMemory();
   },
 };
 export default bench;
+
+/** Fork -> ready with SQLite, then with MySQL + Redis when both are reachable. */
+async function forkParts(rounds: number): Promise<void> {
+  console.log('fresh worker, fork -> ready (primary log), during rolling reloads, 2 workers:');
+  const reloads = Math.max(2, Math.ceil(rounds / 2));
+  await forkToReady('SQLite', {}, reloads);
+  const target = mysqlFromEnv() ?? {
+    host: '127.0.0.1',
+    port: 3306,
+    user: 'root',
+    password: '',
+    database: 'test',
+  };
+  const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const probe = new Redis(redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  const redisOk = await probe.connect().then(
+    () => probe.ping().then(() => true),
+    () => false,
+  );
+  probe.disconnect();
+  let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
+  try {
+    db = await scratchDatabase(target);
+  } catch (err) {
+    console.log(
+      `  MySQL at ${target.host}:${target.port} not usable (${(err as Error).message}): skipped`,
+    );
+  }
+  if (db && redisOk) {
+    const u = new URL(redisUrl);
+    try {
+      await forkToReady(
+        'MySQL + Redis',
+        {
+          ...mysqlEnv(db.target),
+          REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
+          REDIS_PASSWORD: decodeURIComponent(u.password),
+        },
+        reloads,
+      );
+    } finally {
+      await db.drop();
+    }
+  } else if (db) {
+    await db.drop();
+    console.log(`  Redis at ${redisUrl} not reachable: MySQL + Redis skipped`);
+  }
+}

@@ -68,7 +68,7 @@ const OPTIONAL = [
 ];
 
 describe('lean processes: only what the configuration uses is loaded', function () {
-  it('a SQLite worker without tracing, OTLP, MCP, Redis or WebSocket clients loads none of their packages (not even @opentelemetry/api); the primary no HTTP stack', async () => {
+  it('a SQLite worker without tracing, OTLP, MCP, Redis or WebSocket clients loads none of their packages (not even @opentelemetry/api); the primary no HTTP stack and no prom-client before a scrape', async () => {
     const dir = tempDir('astron-trace-');
     const svc = await startService({
       env: {
@@ -96,8 +96,9 @@ describe('lean processes: only what the configuration uses is loaded', function 
     // The worker serves with Express and SQLite and nothing optional.
     expect(worker!.packages).to.include('express').and.include('better-sqlite3');
     for (const p of OPTIONAL) expect([...worker!.packages], `worker loaded ${p}`).to.not.include(p);
-    // The primary supervises: no HTTP framework, no store driver, no agent code.
-    for (const p of [...OPTIONAL, 'express', 'better-sqlite3', 'eventsource-parser'])
+    // The primary supervises: no HTTP framework, no store driver, no agent code; prom-client
+    // only once someone scrapes (lib/supervisor/scrape-render.ts).
+    for (const p of [...OPTIONAL, 'express', 'better-sqlite3', 'eventsource-parser', 'prom-client'])
       expect([...primary!.packages], `primary loaded ${p}`).to.not.include(p);
     expect(primary!.files.filter((f) => /^lib\/(http|agent|store|worker)\//.test(f))).to.deep.equal(
       [],

@@ -5,12 +5,12 @@ import { SettingsError, validateSettings } from '../../lib/config/settings.js';
 import { routeLabel } from '../../lib/http/routes/metrics.js';
 import type { MetricJson, MetricsPrimaryToWorker } from '../../lib/ipc.js';
 import {
-  aggregateByFamily,
   ClusterScraper,
   monotonicPart,
   SnapshotStore,
   type ScrapeTarget,
 } from '../../lib/supervisor/scrape.js';
+import { aggregateByFamily } from '../../lib/supervisor/scrape-render.js';
 import { bearerOk } from '../../lib/telemetry/bearer.js';
 import {
   createWorkerMetrics,
