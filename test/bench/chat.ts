@@ -29,6 +29,8 @@ interface Sample {
   ok: boolean;
   /** Streams of the same batch open when this one started. */
   others?: number;
+  /** How many streams its client loop ran before it (in a burst: its wave). */
+  wave?: number;
 }
 
 function rssMb(pid: number): number {
@@ -108,12 +110,13 @@ async function batch(
   await Promise.all(
     Array.from({ length: c }, async (_, i) => {
       if (spreadMs > 0) await sleep((i * spreadMs) / c);
+      let wave = 0;
       while (next < n) {
         next++;
         const others = open++;
         const sample = await one();
         open--;
-        out.push({ ...sample, others });
+        out.push({ ...sample, others, wave: wave++ });
       }
     }),
   );
@@ -190,16 +193,23 @@ const bench: Bench = {
       );
       const parts = (process.env.BENCH_CHAT_PARTS ?? 'ttft,cost,open,client').split(',');
       if (parts.includes('cost')) await streamCost(svc.port, api, agent, pids);
+      // BENCH_CHAT_TTFT=one,steady,burst (all by default): some rows of the ttft part alone.
+      const rows = (process.env.BENCH_CHAT_TTFT ?? 'one,steady,burst').split(',');
       for (const [c, n, spread, label] of (parts.includes('ttft')
-        ? [
-            [1, 60, 0, '1 stream at a time'],
-            [50, 1200, 1000, '50 concurrent streams, steady (starts spread over 1 s)'],
-            [50, 600, 0, '50 concurrent streams, burst (50 requests arriving at once)'],
-          ]
+        ? (
+            [
+              ['one', 1, 60, 0, '1 stream at a time'],
+              ['steady', 50, 1200, 1000, '50 concurrent streams, steady (starts spread over 1 s)'],
+              ['burst', 50, 600, 0, '50 concurrent streams, burst (50 requests arriving at once)'],
+            ] as const
+          )
+            .filter(([row]) => rows.includes(row))
+            .map(([, ...rest]) => rest)
         : []) as [number, number, number, string][]) {
         const d: Sample[] = [];
         const a: Sample[] = [];
         let workerCpu = 0;
+        const accepted0 = await acceptedConnections(svc.port);
         for (let round = 0; round < 3; round++) {
           d.push(...(await batch(Math.round(n / 3), c, direct(PACED), spread)));
           const c0 = pids.reduce((sum, pid) => sum + procCpuMs(pid), 0);
@@ -233,6 +243,14 @@ const bench: Bench = {
             `  ${name.padEnd(18)} ${fmt(col(xs, 'ttft', 50), 2).padStart(8)} ${fmt(col(xs, 'ttft', 99), 2).padStart(10)} ${fmt(col(xs, 'total', 50), 2).padStart(11)} ${fmt(col(xs, 'total', 99), 2).padStart(11)}`,
           );
         }
+        if (spread === 0 && c > 1) {
+          // Where the tail comes from: the waves of the slowest 1 % (wave 0 of a round opens the
+          // connections that the later waves reuse).
+          const slow = [...a].sort((x, y) => y.ttft - x.ttft).slice(0, Math.ceil(a.length / 100));
+          console.log(
+            `  slowest 1 % through the agent (TTFT ms @ wave): ${slow.map((x) => `${fmt(x.ttft, 1)}@${x.wave}`).join(', ')}`,
+          );
+        }
         const addP50 = col(a, 'ttft', 50) - col(d, 'ttft', 50);
         const addP99 = col(a, 'ttft', 99) - col(d, 'ttft', 99);
         console.log(
@@ -244,6 +262,10 @@ const bench: Bench = {
         console.log(
           `  worker CPU per stream (schedstat, every thread): ${fmt(workerCpu / aAll, 2)} ms`,
         );
+        // leastconn only: how many of the streams came on a new connection (the rest reused one).
+        const accepted1 = await acceptedConnections(svc.port);
+        if (accepted0 !== undefined && accepted1 !== undefined)
+          console.log(`  connections accepted by the primary: ${accepted1 - accepted0 - 1}`);
       }
 
       // --- 1000 concurrent open streams ------------------------------------------------------
@@ -437,6 +459,12 @@ async function scrape(port: number): Promise<string | undefined> {
       })
       .on('error', () => resolve(undefined));
   });
+}
+
+/** astron_agent_connections_accepted_total (leastconn only), counting the scrape's own. */
+async function acceptedConnections(port: number): Promise<number | undefined> {
+  const m = /^astron_agent_connections_accepted_total (\d+)/m.exec((await scrape(port)) ?? '');
+  return m ? Number(m[1]) : undefined;
 }
 
 export default bench;
