@@ -162,6 +162,13 @@ export function sseEmitter(res: Response, stall: StallPolicy): SseWriter {
 }
 
 /**
+ * How long the SSE headers wait for the first frame, to leave in its write: one socket write
+ * instead of two per stream set-up (measured, issue 14: a stream's CPU fell by about a sixth on
+ * the chat profile). A run that has nothing to say sooner gets its headers alone at this point.
+ */
+const HEADERS_WAIT_MS = 50;
+
+/**
  * Streams one run as SSE (spec 4.2) with the given headers: its chunks, then `data: [DONE]`; a
  * run aborted because the client went away ends the socket without writing more. With
  * `keepAliveMs` > 0, a silence that long gets a `: keep-alive` comment (lib/http/keepalive.ts).
@@ -174,10 +181,27 @@ export async function streamSse(
   keepAliveMs = 0,
 ): Promise<void> {
   res.writeHead(200, headers);
-  res.flushHeaders();
+  // The headers leave with the first frame, in its write (one socket write, not two), or on
+  // their own when no frame came within HEADERS_WAIT_MS.
+  let early: NodeJS.Timeout | undefined = setTimeout(() => {
+    early = undefined;
+    if (!res.destroyed && !res.writableEnded) res.flushHeaders();
+  }, HEADERS_WAIT_MS);
+  const first =
+    (emit: Emit): Emit =>
+    (c) => {
+      if (early) {
+        clearTimeout(early);
+        early = undefined;
+      }
+      return emit(c);
+    };
   const idle = sseKeepAlive(res, keepAliveMs);
   const sse = sseEmitter(res, stall);
-  const outcome = await run(touching(idle, sse.emit)).finally(() => idle?.stop());
+  const outcome = await run(first(touching(idle, sse.emit))).finally(() => {
+    idle?.stop();
+    if (early) clearTimeout(early);
+  });
   if (outcome.aborted) {
     if (!res.destroyed) res.destroy();
     return;

@@ -264,6 +264,23 @@ describe('chat completions (2 workers, fake upstream, SQLite)', function () {
       ]);
     });
 
+    it('an upstream that says nothing: the headers still arrive, well before LLM_TIMEOUT', async () => {
+      const req = http.request({
+        host: '127.0.0.1',
+        port: svc.port,
+        path: CHAT,
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'x-consumer-username': app },
+      });
+      const t0 = Date.now();
+      req.end(JSON.stringify({ bot_id: bot('hang'), stream: true, messages: [user('Hi')] }));
+      const res = await new Promise<http.IncomingMessage>((r) => req.once('response', r));
+      // LLM_TIMEOUT is 1500 ms here: the headers do not wait for the run's stop chunk.
+      expect(Date.now() - t0).to.be.below(1000);
+      expect(res.headers['content-type']).to.equal('text/event-stream; charset=utf-8');
+      req.destroy();
+    });
+
     it('every request gets its own sid (the index field counts)', async () => {
       const rs = await Promise.all(
         Array.from({ length: 8 }, () =>
