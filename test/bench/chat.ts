@@ -31,6 +31,7 @@ interface Sample {
   others?: number;
   /** How many streams its client loop ran before it (in a burst: its wave). */
   wave?: number;
+  round?: number;
 }
 
 function rssMb(pid: number): number {
@@ -213,7 +214,12 @@ const bench: Bench = {
         for (let round = 0; round < 3; round++) {
           d.push(...(await batch(Math.round(n / 3), c, direct(PACED), spread)));
           const c0 = pids.reduce((sum, pid) => sum + procCpuMs(pid), 0);
-          a.push(...(await batch(Math.round(n / 3), c, viaAgent('bench_paced'), spread)));
+          a.push(
+            ...(await batch(Math.round(n / 3), c, viaAgent('bench_paced'), spread)).map((x) => ({
+              ...x,
+              round,
+            })),
+          );
           workerCpu += pids.reduce((sum, pid) => sum + procCpuMs(pid), 0) - c0;
         }
         const bad = d.filter((s) => !s.ok).length + a.filter((s) => !s.ok).length;
@@ -248,7 +254,11 @@ const bench: Bench = {
           // connections that the later waves reuse).
           const slow = [...a].sort((x, y) => y.ttft - x.ttft).slice(0, Math.ceil(a.length / 100));
           console.log(
-            `  slowest 1 % through the agent (TTFT ms @ wave): ${slow.map((x) => `${fmt(x.ttft, 1)}@${x.wave}`).join(', ')}`,
+            `  slowest 1 % through the agent (TTFT ms @ round.wave): ${slow.map((x) => `${fmt(x.ttft, 1)}@${x.round}.${x.wave}`).join(', ')}`,
+          );
+          const later = a.filter((x) => x.round !== 0 || x.wave !== 0);
+          console.log(
+            `  without the first wave (new connections on both hops): added TTFT p99 ${fmt(col(later, 'ttft', 99) - col(d, 'ttft', 99), 2)} ms`,
           );
         }
         const addP50 = col(a, 'ttft', 50) - col(d, 'ttft', 50);
