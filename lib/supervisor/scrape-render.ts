@@ -156,12 +156,13 @@ function dispatchMetrics(registry: Registry, pool: Pick<Pool, 'dispatchStats'>):
   });
 }
 
-export const RESTART_REASONS = ['crash', 'hung', 'memory', 'requests', 'reload'] as const;
-export const RELOAD_RESULTS = ['ok', 'aborted', 'invalid-config'] as const;
+/** Series present from the first scrape, at 0 until they happen. */
+const RESTART_REASONS = ['crash', 'hung', 'memory', 'requests', 'reload'];
+const RELOAD_RESULTS = ['ok', 'aborted', 'invalid-config'];
 
 /**
- * The supervisor's counters, kept from the start without prom-client: the registry built at the
- * first scrape (scrape-render.ts) reads them, so a restart before anyone scraped still counts.
+ * The supervisor's counters, kept by scrape.ts from the first fork without prom-client; the
+ * registry built here reads them, so a restart before anyone scraped still counts.
  */
 export interface SupervisorTally {
   readonly restarts: Map<string, number>;

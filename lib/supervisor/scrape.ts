@@ -34,7 +34,6 @@ import { DEFAULT_MAX_SERIES, OTHER_LABEL, type ScrapeResult } from '../telemetry
 import { guarded } from './guard.js';
 import type { Pool } from './pool.js';
 import type * as RenderModule from './scrape-render.js';
-import type { SupervisorTally } from './scrape-render.js';
 import { labelSetKey, seriesKey } from './series-key.js';
 
 type Value = MetricJson['values'][number];
@@ -284,7 +283,7 @@ export function startClusterMetrics({
     settings.METRICS_MAX_SERIES,
   );
 
-  const tally: SupervisorTally = {
+  const tally: RenderModule.SupervisorTally = {
     restarts: new Map(),
     reloads: new Map(),
     pendingReloads: [],
