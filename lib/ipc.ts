@@ -35,7 +35,15 @@ export interface ConnMessage {
  * worker's count of open connections, this one included; `conns` reports it after closes.
  */
 export type HandoffMessage =
-  { t: 'conn-ack'; id: number; ok: boolean; open: number } | { t: 'conns'; open: number };
+  | {
+      t: 'conn-ack';
+      id: number;
+      ok: boolean;
+      open: number;
+      /** Not ok, but not draining either: the descriptor did not arrive (out of descriptors). */
+      retry?: boolean;
+    }
+  | { t: 'conns'; open: number };
 
 export function isConnMessage(m: unknown): m is ConnMessage {
   return isPlainObject(m) && m.t === 'conn' && typeof m.id === 'number';

@@ -31,6 +31,8 @@ interface Target {
   /** When each handoff not yet acknowledged was sent (acks come back in order). */
   sentAt: number[];
   serving: boolean;
+  /** It refused a connection: it drains on its own, unknown to the pool; never a target again. */
+  refused: boolean;
   /** Its channel was full: nothing more for it until then. */
   fullUntil: number;
 }
@@ -94,11 +96,21 @@ export class Dispatcher<C = unknown> {
 
   /** The workers that serve now (ready, not draining): the pool calls this on every change. */
   sync(serving: Worker[]): void {
-    const ids = new Set(serving.map((w) => w.id));
+    const ids = new Set<number>();
     for (const w of serving) {
       const t = this.targets.get(w.id);
+      if (t?.refused) continue;
+      ids.add(w.id);
       if (t) t.serving = true;
-      else this.targets.set(w.id, { worker: w, open: 0, sentAt: [], serving: true, fullUntil: 0 });
+      else
+        this.targets.set(w.id, {
+          worker: w,
+          open: 0,
+          sentAt: [],
+          serving: true,
+          refused: false,
+          fullUntil: 0,
+        });
     }
     for (const [id, t] of this.targets) if (!ids.has(id)) t.serving = false;
     this.order = [
@@ -173,8 +185,12 @@ export class Dispatcher<C = unknown> {
       // Out of descriptors: another worker for now.
       if (t) t.fullUntil = performance.now() + STALL_MS;
     } else {
-      // The worker drains on its own (a SIGTERM sent to it directly): nothing more for it.
-      if (t) t.serving = false;
+      // The worker drains on its own (a SIGTERM sent to it directly): nothing more for it, even
+      // when the pool, which does not know, lists it again as serving.
+      if (t) {
+        t.serving = false;
+        t.refused = true;
+      }
       this.order = this.order.filter((id) => id !== workerId);
     }
     this.counts.redispatched++;

@@ -47,7 +47,10 @@ export class IpcTransport implements Transport<Socket> {
   onMessage(worker: Worker, msg: unknown): boolean {
     if (!isHandoffMessage(msg)) return false;
     if (msg.t === 'conns') this.events?.count(worker.id, msg.open);
-    else this.events?.ack(worker.id, msg.id, msg.ok ? 'ok' : 'refused', msg.open);
+    else {
+      const answer = msg.ok ? 'ok' : msg.retry ? 'retry' : 'refused';
+      this.events?.ack(worker.id, msg.id, answer, msg.open);
+    }
     return true;
   }
 

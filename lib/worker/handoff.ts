@@ -88,8 +88,8 @@ function acceptIpc(server: Server, opts: HandoffOptions): void {
     if (!isConnMessage(m)) return;
     const socket = handle as Socket | undefined;
     if (!socket) {
-      // The descriptor did not arrive (the primary's copy was gone): nothing to serve, say so.
-      opts.send({ t: 'conn-ack', id: m.id, ok: false, open: conns.open });
+      // The descriptor did not arrive (this process out of descriptors): another worker for it.
+      opts.send({ t: 'conn-ack', id: m.id, ok: false, retry: true, open: conns.open });
       return;
     }
     if (opts.draining()) {

@@ -8,7 +8,15 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Exposition } from '../support/prometheus.js';
-import { request, ROOT, sleep, startService, waitUntil, type Service } from '../support/service.js';
+import {
+  freePort,
+  request,
+  ROOT,
+  sleep,
+  startService,
+  waitUntil,
+  type Service,
+} from '../support/service.js';
 
 /** GET /health on a raw socket left open; resolves with the pid that answered. */
 function healthOn(socket: net.Socket, timeoutMs = 10000): Promise<number> {
@@ -180,6 +188,55 @@ for (const handoff of ['native', 'ipc'] as const)
       }
       expect(seen.has(draining!)).to.equal(false);
       for (const r of await Promise.all(slow)) expect(r.status).to.equal(200);
+    });
+
+    it('a worker that refused a connection because it drains on its own stays out when the pool lists it again', async () => {
+      // METRICS_PORT: the primary's own port, so reading the counter is no connection to dispatch.
+      const mport = await freePort();
+      svc = await startLeastconn(handoff, {
+        AGENT_TEST_HOOKS: '1',
+        SERVICE_SPARE_WORKERS: '1',
+        METRICS_PORT: String(mport),
+      });
+      await svc.waitReady();
+      const redispatched = async () =>
+        new Exposition((await request(mport, '/metrics')).body).value(
+          'astron_agent_connections_redispatched_total',
+        ) ?? NaN;
+      // A keep-alive connection to one worker, then a slow request on it: that worker stays
+      // alive, draining, with one open connection.
+      const s1 = connect(svc.port);
+      open.push(s1);
+      const draining = await healthOn(s1);
+      s1.write('GET /__test/sleep?ms=6000 HTTP/1.1\r\nHost: test\r\n\r\n');
+      await sleep(200);
+      process.kill(draining, 'SIGTERM');
+      await sleep(200);
+      // New connections until the dispatcher picks it once: it refuses, the connection goes on.
+      let other = 0;
+      for (let i = 0; i < 10 && !((await redispatched()) >= 1); i++) {
+        const s = connect(svc.port);
+        open.push(s);
+        other = await healthOn(s);
+        expect(other).to.not.equal(draining);
+      }
+      expect(await redispatched(), 'the draining worker refused one').to.be.at.least(1);
+      // The other worker dies: the pool promotes the spare and lists its serving workers again,
+      // the draining one among them (it does not know of that drain).
+      process.kill(other, 'SIGKILL');
+      await waitUntil(
+        () => svc!.readyWorkerPids().some((p) => p !== draining && p !== other),
+        5000,
+        'the spare serving',
+      );
+      await sleep(200);
+      const before = await redispatched();
+      for (let i = 0; i < 6; i++) {
+        const s = connect(svc.port);
+        open.push(s);
+        expect(await healthOn(s)).to.not.equal(draining);
+      }
+      expect(await redispatched(), 'refused again after the pool listed it').to.equal(before);
     });
 
     it('the port stays open while the only worker restarts: a new connection waits and is answered', async () => {
