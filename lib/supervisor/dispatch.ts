@@ -69,7 +69,14 @@ export class Dispatcher<C = unknown> {
   private readonly waiting: C[] = [];
   private seq = 0;
   private closed = false;
+  /**
+   * Since when connections wait (0: they do not): one episode, one warning, one line at its
+   * end. It ends with the first connection a worker takes once none waits, not when the waiting
+   * ones are sent, since a full channel's refusal comes after the send.
+   */
   private waitingSince = 0;
+  /** The episode began before any worker served: the start-up, logged at debug. */
+  private waitingAtStart = false;
   /** Until a first worker serves, connections waiting for one are the start-up, not news. */
   private served = false;
   private retryMs = 0;
@@ -179,6 +186,7 @@ export class Dispatcher<C = unknown> {
     }
     if (answer === 'ok') {
       this.transport.release(p.conn);
+      if (this.waitingSince > 0 && this.waiting.length === 0) this.waitedNoMore();
       return;
     }
     if (answer === 'retry') {
@@ -255,9 +263,14 @@ export class Dispatcher<C = unknown> {
       this.transport.release(conn);
       return;
     }
-    if (this.waiting.length === 0) {
+    if (this.waitingSince === 0) {
       this.waitingSince = performance.now();
-      if (this.served) this.opts.log.warn('no worker serving: new connections wait for one');
+      this.waitingAtStart = !this.served;
+      if (this.order.length > 0)
+        this.opts.log.warn(
+          "no serving worker's channel takes more now (none reads it): new connections wait",
+        );
+      else if (this.served) this.opts.log.warn('no worker serving: new connections wait for one');
     }
     this.waiting.push(conn);
     // Workers serve but none can take it now (every channel full): try again, backed off.
@@ -279,14 +292,16 @@ export class Dispatcher<C = unknown> {
       this.retryMs = 0;
       return;
     }
-    this.opts.log.log(
-      this.served ? 'info' : 'debug',
-      'a worker serves: handing over the connections that waited',
-      {
-        connections: this.waiting.length,
-        waited_ms: Math.round(performance.now() - this.waitingSince),
-      },
-    );
     for (const c of this.waiting.splice(0)) this.dispatch(c);
+  }
+
+  private waitedNoMore(): void {
+    this.opts.log.log(
+      this.waitingAtStart ? 'debug' : 'info',
+      'a worker takes connections again: none waits',
+      { waited_ms: Math.round(performance.now() - this.waitingSince) },
+    );
+    this.waitingSince = 0;
+    this.retryMs = 0;
   }
 }
