@@ -147,7 +147,8 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
   it('the autoscaler scales on the in-flight gauge the primary serves; PDB and selectors match the pods', () => {
     const metric = one('HorizontalPodAutoscaler').spec.metrics[0].pods.metric.name as string;
     expect(metric).to.equal('http_server_active_requests');
-    const scrape = readFileSync(join(ROOT, 'lib', 'supervisor', 'scrape.ts'), 'utf8');
+    // The primary's own registry (lib/supervisor/scrape-render.ts) serves it.
+    const scrape = readFileSync(join(ROOT, 'lib', 'supervisor', 'scrape-render.ts'), 'utf8');
     expect(scrape).to.contain(`name: '${metric}'`);
     const labels = one('Deployment').spec.template.metadata.labels;
     for (const kind of ['PodDisruptionBudget'])
