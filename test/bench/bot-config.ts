@@ -7,7 +7,6 @@
 // TEST_MYSQL_URL (else mysql://root@127.0.0.1:3306/test, a scratch database dropped afterwards);
 // Redis is TEST_REDIS_URL (else redis://127.0.0.1:6379). A backend that cannot be reached is
 // reported and skipped.
-import { Redis } from 'ioredis';
 import { sampleConfig } from '../support/bot-config.js';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { request, startService } from '../support/service.js';
@@ -16,6 +15,7 @@ import {
   load,
   percentile,
   processTree,
+  reachableRedis,
   treeCpuMs,
   type Bench,
   type LoadResult,
@@ -112,29 +112,14 @@ const bench: Bench = {
         `  MySQL at ${target.host}:${target.port} not usable (${(err as Error).message}): MySQL cases skipped`,
       );
     }
-    const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-    const u = new URL(redisUrl);
-    const probe = new Redis(redisUrl, {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    const redisOk = await probe.connect().then(
-      () => probe.ping().then(() => true),
-      () => false,
-    );
-    probe.disconnect();
-    if (db && redisOk) {
-      const redisEnv = {
-        ...mysqlEnv(db.target),
-        REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
-        REDIS_PASSWORD: decodeURIComponent(u.password),
-      };
+    const redis = await reachableRedis();
+    if (db && redis.env) {
+      const redisEnv = { ...mysqlEnv(db.target), ...redis.env };
       // The default (a hit answered by the worker's near cache), and every hit a round trip.
       cases.push({ name: 'MySQL + Redis', env: redisEnv });
       cases.push({ name: 'MySQL + Redis RTT', env: { ...redisEnv, REDIS_CLIENT_CACHE: '0' } });
-    } else if (!redisOk)
-      console.log(`  Redis at ${redisUrl} not reachable: MySQL + Redis case skipped`);
+    } else if (!redis.env)
+      console.log(`  Redis at ${redis.url} not reachable: MySQL + Redis case skipped`);
 
     const rows: string[] = [];
     try {

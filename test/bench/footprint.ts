@@ -12,10 +12,17 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
 import { CLI, freePort, ROOT, sleep, startService, tempDir } from '../support/service.js';
-import { fmt, get200, percentile, processTree, procCpuMs, type Bench } from './lib.js';
+import {
+  fmt,
+  get200,
+  percentile,
+  processTree,
+  procCpuMs,
+  reachableRedis,
+  type Bench,
+} from './lib.js';
 
 let nextPort = Number(process.env.BENCH_PORT_BASE ?? 0);
 const port = async () => (nextPort > 0 ? nextPort++ : await freePort());
@@ -328,17 +335,7 @@ async function forkParts(rounds: number): Promise<void> {
     password: '',
     database: 'test',
   };
-  const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-  const probe = new Redis(redisUrl, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  const redisOk = await probe.connect().then(
-    () => probe.ping().then(() => true),
-    () => false,
-  );
-  probe.disconnect();
+  const redis = await reachableRedis();
   let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
   try {
     db = await scratchDatabase(target);
@@ -347,23 +344,14 @@ async function forkParts(rounds: number): Promise<void> {
       `  MySQL at ${target.host}:${target.port} not usable (${(err as Error).message}): skipped`,
     );
   }
-  if (db && redisOk) {
-    const u = new URL(redisUrl);
+  if (db && redis.env) {
     try {
-      await forkToReady(
-        'MySQL + Redis',
-        {
-          ...mysqlEnv(db.target),
-          REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
-          REDIS_PASSWORD: decodeURIComponent(u.password),
-        },
-        reloads,
-      );
+      await forkToReady('MySQL + Redis', { ...mysqlEnv(db.target), ...redis.env }, reloads);
     } finally {
       await db.drop();
     }
   } else if (db) {
     await db.drop();
-    console.log(`  Redis at ${redisUrl} not reachable: MySQL + Redis skipped`);
+    console.log(`  Redis at ${redis.url} not reachable: MySQL + Redis skipped`);
   }
 }

@@ -3,6 +3,7 @@ import autocannon from 'autocannon';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import { Redis } from 'ioredis';
 
 export interface Bench {
   title: string;
@@ -188,4 +189,34 @@ export function get200(p: number): Promise<boolean> {
     req.on('error', () => resolve(false));
     req.setTimeout(1000, () => req.destroy());
   });
+}
+
+/**
+ * TEST_REDIS_URL (default the local Redis) and, when it answers a PING, the service's settings
+ * for it: without them a bench skips its Redis cases and says so.
+ */
+export async function reachableRedis(): Promise<{
+  url: string;
+  env?: { REDIS_ADDR: string; REDIS_PASSWORD: string };
+}> {
+  const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  const ok = await probe.connect().then(
+    () => probe.ping().then(() => true),
+    () => false,
+  );
+  probe.disconnect();
+  if (!ok) return { url };
+  const u = new URL(url);
+  return {
+    url,
+    env: {
+      REDIS_ADDR: `${u.hostname}:${u.port || 6379}`,
+      REDIS_PASSWORD: decodeURIComponent(u.password),
+    },
+  };
 }
