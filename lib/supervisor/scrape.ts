@@ -294,11 +294,18 @@ export function startClusterMetrics({
     departedWorkers: () => scraper.store.departedWorkers,
   };
   const bump = (m: Map<string, number>, k: string): void => void m.set(k, (m.get(k) ?? 0) + 1);
-  pool.on('restart', (reason) => bump(tally.restarts, reason));
-  pool.on('reloaded', (result, ms) => {
-    bump(tally.reloads, result);
-    tally.observeReload(result, ms / 1000);
-  });
+  // Guarded: a metrics bug must not throw into the pool's state change that emitted the event.
+  pool.on(
+    'restart',
+    guarded(logger, 'the restart counter', (reason: string) => bump(tally.restarts, reason)),
+  );
+  pool.on(
+    'reloaded',
+    guarded(logger, 'the reload series', (result: string, ms: number) => {
+      bump(tally.reloads, result);
+      tally.observeReload(result, ms / 1000);
+    }),
+  );
 
   let loading: Promise<Renderer> | undefined;
   const renderer = (): Promise<Renderer> =>
