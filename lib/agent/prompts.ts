@@ -33,26 +33,7 @@ New question: {question}
  * patterns, no escaping), and a value that itself contains `{knowledge}` stays as it is.
  */
 export function fill(template: string, values: Record<string, string>): string {
-  const parts = partsOf(template);
-  let out = parts[0]!;
-  for (let i = 1; i < parts.length; i += 2) {
-    const name = parts[i]!;
-    out += (Object.hasOwn(values, name) ? values[name]! : `{${name}}`) + parts[i + 1]!;
-  }
-  return out;
-}
-
-/**
- * A template split at its placeholders (text, name, text, ..., text), once per template: the
- * prompts are filled on every run, and a replace with a callback per run cost several µs.
- */
-const splitTemplates = new Map<string, string[]>();
-
-function partsOf(template: string): string[] {
-  let parts = splitTemplates.get(template);
-  if (parts === undefined) {
-    parts = template.split(/\{([a-z_]+)\}/);
-    if (splitTemplates.size < 64) splitTemplates.set(template, parts);
-  }
-  return parts;
+  return template.replace(/\{([a-z_]+)\}/g, (whole, name: string) =>
+    Object.hasOwn(values, name) ? values[name]! : whole,
+  );
 }
