@@ -14,6 +14,7 @@
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { urlToHttpOptions } from 'node:url';
 import type { Context } from '@opentelemetry/api';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
@@ -280,67 +281,21 @@ interface IdleTimer {
 /** A failed send; `staleSocket` when a reused keep-alive connection was found closed. */
 type SendError = Error & { staleSocket?: boolean };
 
-/**
- * One call's own abort: the caller's signal or LLM_TIMEOUT ends the upstream request (or the
- * pause before a retry). What an AbortController did here, without its AbortSignal: creating
- * that EventTarget and adding and removing its listeners showed as 5-8 µs of each stream's
- * set-up on the chat profile (issue 14), and nothing outside the call ever saw the signal.
- */
-class CallAbort {
-  aborted = false;
-  private hooks: (() => void)[] = [];
-
-  abort(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    const hooks = this.hooks;
-    this.hooks = [];
-    for (const h of hooks) h();
-  }
-
-  /** Calls `fn` once on a later abort (not when already aborted); returns the removal. */
-  onAbort(fn: () => void): () => void {
-    if (!this.aborted) this.hooks.push(fn);
-    return () => {
-      const i = this.hooks.indexOf(fn);
-      if (i >= 0) this.hooks.splice(i, 1);
-    };
-  }
-}
-
-/** The pause before a retry; rejects (an AbortError) when the call is aborted, at once if it is. */
-function pause(ms: number, abort: CallAbort): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const aborted = () => {
-      const err = new Error('The operation was aborted');
-      err.name = 'AbortError';
-      reject(err);
-    };
-    if (abort.aborted) return aborted();
-    const off = abort.onAbort(() => {
-      clearTimeout(timer);
-      aborted();
-    });
-    const timer = setTimeout(() => {
-      off();
-      resolve();
-    }, ms);
-  });
-}
-
 /** One upstream attempt's request: resolves with the response (any status). */
 function send(
   ep: Endpoint,
   agent: http.Agent,
   headers: http.OutgoingHttpHeaders,
   body: string,
-  abort: CallAbort,
+  signal: AbortSignal,
 ): Promise<{ res: IncomingMessage; req: http.ClientRequest }> {
   return new Promise((resolve, reject) => {
     const req = (ep.tls ? https : http).request({ ...ep.options, method: 'POST', agent, headers });
     // destroy() without an error: a socket that is being handed back to the pool must not
     // emit an 'error' nobody listens to.
-    const detach = abort.onAbort(() => req.destroy());
+    const onAbort = () => req.destroy();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const detach = () => signal.removeEventListener('abort', onAbort);
     // A persistent listener: an error after the response (a reset mid-stream) reaches the
     // response's reader, and must never be an unhandled 'error' event.
     req.on('error', (err: SendError) => {
@@ -446,10 +401,10 @@ export class LlmClient implements LlmStreamer {
     if (wantsOutput(span)) info.output = '';
     let failure: Error | undefined;
     const state = { timedOut: false, aborted: false };
-    const cut = new CallAbort();
+    const controller = new AbortController();
     const onAbort = () => {
       state.aborted = true;
-      cut.abort();
+      controller.abort();
     };
     signal.addEventListener('abort', onAbort, { once: true });
     let timer: NodeJS.Timeout | undefined;
@@ -464,7 +419,7 @@ export class LlmClient implements LlmStreamer {
         timer = setTimeout(() => {
           if (held) return;
           state.timedOut = true;
-          cut.abort();
+          controller.abort();
         }, this.opts.timeoutMs);
       }
     };
@@ -482,7 +437,7 @@ export class LlmClient implements LlmStreamer {
     let res: IncomingMessage | undefined;
     let complete = false;
     try {
-      res = await this.open(ep, model, messages, cut, context, call);
+      res = await this.open(ep, model, messages, controller.signal, context, call);
       yield* this.events(res, idle, info);
       // Aborted streams should throw, but a stream cut short may also just end.
       if (state.timedOut || state.aborted || signal.aborted) throw new Error('stream cut short');
@@ -511,7 +466,7 @@ export class LlmClient implements LlmStreamer {
       if (!res || (!res.complete && !complete)) {
         // An error, or the consumer stopped early, before the whole answer arrived: end the
         // upstream request (its connection is closed).
-        cut.abort();
+        controller.abort();
       } else if (!res.complete) {
         // [DONE] came before the end of the body: let the rest drain so that the connection
         // goes back to the pool, but not for long.
@@ -530,7 +485,7 @@ export class LlmClient implements LlmStreamer {
     ep: Endpoint,
     model: LlmModel,
     messages: LlmMessage[],
-    abort: CallAbort,
+    signal: AbortSignal,
     trace: Context | undefined,
     call: LlmCallOptions | undefined,
   ): Promise<IncomingMessage> {
@@ -560,9 +515,9 @@ export class LlmClient implements LlmStreamer {
     for (let done = 0; ; done++) {
       let sent: Awaited<ReturnType<typeof send>>;
       try {
-        sent = await send(ep, agent, headers, body, abort);
+        sent = await send(ep, agent, headers, body, signal);
       } catch (err) {
-        if (abort.aborted) throw err;
+        if (signal.aborted) throw err;
         // A kept-alive connection the upstream closed while we picked it up: the request never
         // reached it. Once, at once, on a new connection, and not counted as a retry.
         if ((err as SendError).staleSocket && !staleRetried) {
@@ -571,7 +526,7 @@ export class LlmClient implements LlmStreamer {
           continue;
         }
         if (done < this.opts.maxRetries) {
-          await pause(retryDelayMs(done), abort);
+          await sleep(retryDelayMs(done), undefined, { signal });
           continue;
         }
         throw err;
@@ -587,7 +542,7 @@ export class LlmClient implements LlmStreamer {
       }
       const text = await readCapped(res, MAX_ERROR_BODY);
       if (done < this.opts.maxRetries && shouldRetry(res)) {
-        await pause(retryDelayMs(done, res.headers), abort);
+        await sleep(retryDelayMs(done, res.headers), undefined, { signal });
         continue;
       }
       throw httpError(status, text);
