@@ -289,7 +289,7 @@ export function startClusterMetrics({
     pendingReloads: [],
     observeReload(result, seconds) {
       tally.pendingReloads.push({ result, seconds });
-      if (tally.pendingReloads.length >= MAX_PENDING_RELOADS) retryable().catch(ignore);
+      if (tally.pendingReloads.length >= MAX_PENDING_RELOADS) renderer().catch(ignore);
     },
     departedWorkers: () => scraper.store.departedWorkers,
   };
@@ -307,23 +307,23 @@ export function startClusterMetrics({
     }),
   );
 
+  // Loaded once; a failed load (a file missing from a broken install) is retried next time.
   let loading: Promise<Renderer> | undefined;
   const renderer = (): Promise<Renderer> =>
-    (loading ??= import('./scrape-render.js').then((m) => ({
-      ...m,
-      primary: m.primaryRegistry(pool, tally, settings.SERVICE_SCHEDULING === 'leastconn'),
-    })));
-  // A failed load (a file missing from a broken install) is retried by the next scrape.
-  const retryable = (): Promise<Renderer> =>
-    renderer().catch((err: unknown) => {
-      loading = undefined;
-      throw err;
-    });
+    (loading ??= import('./scrape-render.js')
+      .then((m) => ({
+        ...m,
+        primary: m.primaryRegistry(pool, tally, settings.SERVICE_SCHEDULING === 'leastconn'),
+      }))
+      .catch((err: unknown) => {
+        loading = undefined;
+        throw err;
+      }));
 
   let rendering: Promise<ScrapeResult> | undefined;
   const render = (): Promise<ScrapeResult> => {
     rendering ??= (async () => {
-      const { aggregateByFamily, primary } = await retryable();
+      const { aggregateByFamily, primary } = await renderer();
       const round = await scraper.collect();
       primary.setRound(round.missing, round.ms);
       const workersText = await aggregateByFamily(round.arrays);
