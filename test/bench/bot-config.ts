@@ -8,7 +8,7 @@
 // Redis is TEST_REDIS_URL (else redis://127.0.0.1:6379). A backend that cannot be reached is
 // reported and skipped.
 import { sampleConfig } from '../support/bot-config.js';
-import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
+import { mysqlEnv, mysqlTargetOrLocal, scratchDatabase } from '../support/mysql.js';
 import { request, startService } from '../support/service.js';
 import {
   fmt,
@@ -96,13 +96,7 @@ const bench: Bench = {
     const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
     const only = process.env.BENCH_CASES?.split(',');
     const cases: Case[] = [{ name: 'SQLite (embedded)', env: {} }];
-    const target = mysqlFromEnv() ?? {
-      host: '127.0.0.1',
-      port: 3306,
-      user: 'root',
-      password: '',
-      database: 'test',
-    };
+    const target = mysqlTargetOrLocal();
     let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
     try {
       db = await scratchDatabase(target);

@@ -12,7 +12,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { mysqlEnv, mysqlFromEnv, scratchDatabase } from '../support/mysql.js';
+import { mysqlEnv, mysqlTargetOrLocal, scratchDatabase } from '../support/mysql.js';
 import { CLI, freePort, ROOT, sleep, startService, tempDir } from '../support/service.js';
 import {
   fmt,
@@ -328,13 +328,7 @@ async function forkParts(rounds: number): Promise<void> {
   console.log('fresh worker, fork -> ready (primary log), during rolling reloads, 2 workers:');
   const reloads = Math.max(2, Math.ceil(rounds / 2));
   await forkToReady('SQLite', {}, reloads);
-  const target = mysqlFromEnv() ?? {
-    host: '127.0.0.1',
-    port: 3306,
-    user: 'root',
-    password: '',
-    database: 'test',
-  };
+  const target = mysqlTargetOrLocal();
   const redis = await reachableRedis();
   let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
   try {

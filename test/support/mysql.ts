@@ -13,6 +13,19 @@ export interface MysqlTarget {
   database: string;
 }
 
+/** TEST_MYSQL_URL, else the machine's MariaDB (root, no password, database `test`). */
+export function mysqlTargetOrLocal(): MysqlTarget {
+  return (
+    mysqlFromEnv() ?? {
+      host: '127.0.0.1',
+      port: 3306,
+      user: 'root',
+      password: '',
+      database: 'test',
+    }
+  );
+}
+
 export function mysqlFromEnv(): MysqlTarget | null {
   const url = process.env.TEST_MYSQL_URL;
   if (!url) return null;
