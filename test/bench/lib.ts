@@ -127,6 +127,29 @@ export function procCpuMs(pid: number): number {
   }
 }
 
+/**
+ * A process's CPU time (ms, schedstat) split into its main thread (the JS thread) and the rest
+ * (V8's GC and compiler helpers, libuv's pool): what a change costs in each.
+ */
+export function threadsCpuMs(pid: number): { main: number; helpers: number } {
+  let main = 0;
+  let helpers = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        if (Number(tid) === pid) main += ns / 1e6;
+        else helpers += ns / 1e6;
+      } catch {
+        /* the thread ended */
+      }
+    }
+  } catch {
+    /* the process ended */
+  }
+  return { main, helpers };
+}
+
 /** A process and its descendants, as the kernel sees them now. */
 export function processTree(pid: number): number[] {
   const out = [pid];

@@ -1,11 +1,12 @@
-// Issue 16 figures: what tracing costs a chat stream. Two services side by side in the same run,
-// one worker each: tracing off (the default: no trace SDK loaded, the API's no-op tracer) and
-// tracing on (OTEL_TRACES_EXPORTER=otlp, every span sampled and exported to a receiver in this
-// process, default batch settings), the same bots and fake upstream (own process), 50-chunk
-// streams of two shapes (SHAPES: paced as a real LLM, and unpaced, the worst case), interleaved
-// rounds in alternating order; worker CPU per stream from /proc. Then the
-// instrumentation of a whole ReAct run (HTTP, invoke_agent, retrieval, 4 chat, 2 execute_tool,
-// an MCP call) with no provider registered, in this process: what "off" adds, in ns per run.
+// Issue 16 figures: what tracing costs a chat stream. Four services side by side in the same
+// run, one worker each: tracing off (the default: no trace SDK loaded, the API's no-op tracer), a
+// second one off (the noise floor), tracing on (OTEL_TRACES_EXPORTER=otlp, every span sampled and
+// exported to a receiver in this process, default batch settings) and on at a 10 % ratio; the
+// same bots and fake upstream (own process); streams of three shapes (SHAPES: 50 chunks paced as
+// a real LLM, the same unpaced (the worst case), 300 chunks paced), in rounds in which the four
+// are loaded at once; worker CPU per stream from /proc. Then the instrumentation of a whole ReAct
+// run (HTTP, invoke_agent, retrieval, 4 chat, 2 execute_tool, an MCP call) with no provider
+// registered, in this process: what "off" adds, in ns per run.
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import {
@@ -38,7 +39,7 @@ import {
   fmt,
   percentile,
   processTree,
-  procCpuMs,
+  threadsCpuMs,
   treeCpuMs,
   type Bench,
 } from './lib.js';
@@ -60,7 +61,8 @@ interface Shape {
 // each chunk is a read of its own and a write of its own to the client, as from a real LLM that
 // streams a token at a time (the cost of a real stream, and the target's measure). Unpaced: the
 // whole answer in one write, read in one or two reads: the cheapest possible stream, where the
-// spans' fixed cost weighs most (the worst case, reported beside it).
+// spans' fixed cost weighs most (the worst case, reported beside it). Then a longer paced answer
+// (300 chunks): the spans cost the same per stream whatever its length, so their share shrinks.
 const SHAPES: Shape[] = [
   {
     bot: 'bench_paced',
@@ -76,13 +78,24 @@ const SHAPES: Shape[] = [
     streams: 400,
     rounds: 12,
   },
+  {
+    bot: 'bench_long',
+    model: 'paced-300-1',
+    label: 'a longer answer (300 chunks, one every 1 ms)',
+    streams: 80,
+    rounds: 12,
+  },
 ];
 
 /**
- * Many short interleaved rounds (the order rotates), each service's worker CPU per stream per
- * round; the figures are medians of per-round ratios to `off` measured in the same round, and
- * the noise is the spread of `same` (a second tracing-off service) against `off`. Worker CPU is
- * every thread's schedstat run time, in ns. Returns the median CPU per stream with tracing off.
+ * Rounds in which the four services are loaded at the same time (each its own 10 concurrent
+ * streams), so that whatever else the machine does falls on all four alike: each service's
+ * worker CPU per stream per round, the figures medians of per-round ratios to `off` in the same
+ * round, the noise the spread of `same` (a second tracing-off service) against `off`. One
+ * service after another, as this bench first did, put the machine's drift between them: the
+ * off-vs-off spread was -9 to +15 % per round (p25-p75), against about -3 to +2 % this way.
+ * Worker CPU is every thread's schedstat run time, in ns. Returns the median CPU per stream with
+ * tracing off.
  */
 async function sideBySide(
   shape: Shape,
@@ -94,21 +107,25 @@ async function sideBySide(
   const N = shape.streams;
   const ROUNDS = Math.max(2, Math.round(shape.rounds * scale));
   const kinds: Kind[] = ['off', 'same', 'on', 'ratio'];
-  const per: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
-  const perTree: Record<Kind, number[]> = { off: [], same: [], on: [], ratio: [] };
+  const none = (): Record<Kind, number[]> => ({ off: [], same: [], on: [], ratio: [] });
+  const per = none();
+  const perTree = none();
+  const helpers = none();
   const trees: Record<string, number[]> = {};
   for (const k of kinds) trees[k] = processTree(services[k].proc.pid!);
   let bad = 0;
   for (let round = 0; round < ROUNDS; round++) {
-    const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
-    if (round % 2 === 1) order.reverse();
-    for (const k of order) {
-      const c0 = procCpuMs(pid[k]!);
-      const t0 = treeCpuMs(trees[k]!);
-      bad += await batch(N, 10, run(k, shape.bot));
-      per[k].push((procCpuMs(pid[k]!) - c0) / N);
-      perTree[k].push((treeCpuMs(trees[k]!) - t0) / N);
-    }
+    await Promise.all(
+      kinds.map(async (k) => {
+        const c0 = threadsCpuMs(pid[k]!);
+        const t0 = treeCpuMs(trees[k]!);
+        bad += await batch(N, 10, run(k, shape.bot));
+        const c1 = threadsCpuMs(pid[k]!);
+        per[k].push((c1.main + c1.helpers - c0.main - c0.helpers) / N);
+        helpers[k].push((c1.helpers - c0.helpers) / N);
+        perTree[k].push((treeCpuMs(trees[k]!) - t0) / N);
+      }),
+    );
   }
   const med = (xs: number[]) => percentile(xs, 50);
   const ratios = (src: Record<Kind, number[]>, k: Kind) =>
@@ -116,7 +133,7 @@ async function sideBySide(
   const pct = (x: number) => `${fmt(x * 100, 1)} %`;
   const spread = (xs: number[]) => `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
   console.log(
-    `\nchat streams of 50 chunks, ${shape.label}; 10 concurrent, ${ROUNDS} interleaved rounds of ${N} per service, errors: ${bad}`,
+    `\nchat streams, ${shape.label}; 4 services at once, 10 concurrent streams each, ${ROUNDS} rounds of ${N} per service, errors: ${bad}`,
   );
   for (const [label, src] of [
     ['the worker', per],
@@ -138,8 +155,9 @@ async function sideBySide(
     );
     if (src === per) {
       const addedUs = per.on.map((v, i) => (v - per.off[i]!) * 1000);
+      const helperUs = helpers.on.map((v, i) => (v - helpers.off[i]!) * 1000);
       console.log(
-        `    what tracing on adds, per round: median ${fmt(med(addedUs), 0)} µs per stream (${fmt(percentile(addedUs, 25), 0)}-${fmt(percentile(addedUs, 75), 0)})`,
+        `    what tracing on adds, per round: median ${fmt(med(addedUs), 0)} µs per stream (${fmt(percentile(addedUs, 25), 0)}-${fmt(percentile(addedUs, 75), 0)}), of which V8's helper threads (GC) ${fmt(med(helperUs), 0)} µs`,
       );
     }
   }
