@@ -178,6 +178,7 @@ export function chatStream(
   port: number,
   body: string,
   app: string,
+  headers?: Record<string, string>,
 ): Promise<boolean> {
   return new Promise((resolve) => {
     const req = http.request(
@@ -187,7 +188,7 @@ export function chatStream(
         path: '/agent/v1/chat/completions',
         method: 'POST',
         agent,
-        headers: { 'Content-Type': 'application/json', 'x-consumer-username': app },
+        headers: { 'Content-Type': 'application/json', 'x-consumer-username': app, ...headers },
       },
       (res) => {
         let text = '';

@@ -22,6 +22,7 @@ import {
   startToolSpan,
 } from '../../lib/telemetry/genai.js';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { validateSettings } from '../../lib/config/settings.js';
 import { createLogger } from '../../lib/telemetry/logger.js';
 import { startTracing } from '../../lib/telemetry/otlp-traces.js';
@@ -39,6 +40,7 @@ import {
   fmt,
   percentile,
   processTree,
+  procCpuMs,
   threadsCpuMs,
   treeCpuMs,
   type Bench,
@@ -162,6 +164,60 @@ async function sideBySide(
     }
   }
   return med(per.off);
+}
+
+/**
+ * The recording's cost without the difference between two processes (the side-by-side figures
+ * carry that: identical services differ by a few %, in the kernel's write path and in what the
+ * JIT inlined): one traced worker (parentbased, as `on`), rounds of paced streams whose caller's
+ * traceparent says sampled (flag 01), against rounds that say not sampled (00), and a second
+ * unsampled round as the noise floor, in rotating order. Both extract the caller's context and
+ * send a traceparent upstream; only the spans' recording and export differ. Medians of ratios
+ * within each triple of rounds.
+ */
+async function sampledVsNot(
+  shape: Shape,
+  pid: number,
+  run: (traceparent: () => string) => () => Promise<boolean>,
+): Promise<void> {
+  const scale = Number(process.env.BENCH_ROUNDS ?? 0) / 12 || 1;
+  const N = shape.streams;
+  const ROUNDS = Math.max(2, Math.round(shape.rounds * scale));
+  const parent = (flags: string) => () =>
+    `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-${flags}`;
+  const kinds = ['sampled', 'unsampled', 'unsampled again'] as const;
+  const flag = { sampled: '01', unsampled: '00', 'unsampled again': '00' };
+  const per: Record<(typeof kinds)[number], number[]> = {
+    sampled: [],
+    unsampled: [],
+    'unsampled again': [],
+  };
+  let bad = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < kinds.length; i++) {
+      const k = kinds[(i + round) % kinds.length]!;
+      const c0 = procCpuMs(pid);
+      bad += await batch(N, 10, run(parent(flag[k])));
+      per[k].push((procCpuMs(pid) - c0) / N);
+    }
+  }
+  const med = (xs: number[]) => percentile(xs, 50);
+  const pct = (x: number) => `${fmt(x * 100, 1)} %`;
+  const vs = (k: (typeof kinds)[number]) => per[k].map((v, i) => v / per.unsampled[i]! - 1);
+  const spread = (xs: number[]) => `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
+  const on = vs('sampled');
+  const noise = vs('unsampled again');
+  const addedUs = per.sampled.map((v, i) => (v - per.unsampled[i]!) * 1000);
+  console.log(
+    `\nthe \`on\` worker alone, ${shape.label}: callers' traceparent sampled vs not sampled, ${ROUNDS} rotating triples of ${N} streams, errors: ${bad}`,
+  );
+  console.log(
+    `  CPU per stream of the worker: unsampled ${fmt(med(per.unsampled), 3)} ms, sampled ${fmt(med(per.sampled), 3)} ms (medians)`,
+  );
+  console.log(`  noise (unsampled vs unsampled): median ${pct(med(noise))} (${spread(noise)})`);
+  console.log(
+    `  recording and exporting the spans, sampled vs unsampled: median ${pct(med(on))} (${spread(on)}), ${fmt(med(addedUs), 0)} µs per stream`,
+  );
 }
 
 async function batch(n: number, c: number, one: () => Promise<boolean>): Promise<number> {
@@ -349,6 +405,15 @@ const bench: Bench = {
       );
       const offMs: number[] = [];
       for (const shape of SHAPES) offMs.push(await sideBySide(shape, services, pid, run));
+      const paced = SHAPES[0]!;
+      await sampledVsNot(
+        paced,
+        pid.on!,
+        (traceparent) => () =>
+          chatStream(agent, services.on.port, bodies[paced.bot]!, APP, {
+            traceparent: traceparent(),
+          }),
+      );
       const shares = (us: number, digits: number) =>
         `${fmt((us / 1000 / offMs[0]!) * 100, digits)} % of a paced chat stream's worker CPU, ${fmt((us / 1000 / offMs[1]!) * 100, digits)} % of an unpaced one (tracing off, above)`;
       agent.destroy();
