@@ -109,16 +109,9 @@ export function procCpuMs(pid: number): number {
   // The scheduler's nanosecond run time of every thread (the JS thread, libuv's pool, V8's GC
   // helpers); /proc/PID/stat counts in 10 ms ticks, too coarse for rounds of ~1 s of CPU, and is
   // the fallback where the kernel keeps no schedstat.
+  const { main, helpers } = threadsCpuMs(pid);
+  if (Number.isFinite(main + helpers) && main + helpers > 0) return main + helpers;
   try {
-    let ns = 0;
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        /* the thread ended */
-      }
-    }
-    if (Number.isFinite(ns) && ns > 0) return ns / 1e6;
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) * 10; // USER_HZ = 100
@@ -128,8 +121,8 @@ export function procCpuMs(pid: number): number {
 }
 
 /**
- * A process's CPU time (ms, schedstat) split into its main thread (the JS thread) and the rest
- * (V8's GC and compiler helpers, libuv's pool): what a change costs in each.
+ * A process's CPU time (ms, the threads' schedstat) split into its main thread (the JS thread)
+ * and the rest (V8's GC and compiler helpers, libuv's pool): what a change costs in each.
  */
 export function threadsCpuMs(pid: number): { main: number; helpers: number } {
   let main = 0;

@@ -64,7 +64,7 @@ interface Shape {
 // streams a token at a time (the cost of a real stream, and the target's measure). Unpaced: the
 // whole answer in one write, read in one or two reads: the cheapest possible stream, where the
 // spans' fixed cost weighs most (the worst case, reported beside it). Then a longer paced answer
-// (300 chunks): the spans cost the same per stream whatever its length, so their share shrinks.
+// (300 chunks): the spans' own work is the same per stream whatever its length.
 const SHAPES: Shape[] = [
   {
     bot: 'bench_paced',
