@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <node_api.h>
 #include <stdlib.h>
@@ -46,14 +47,19 @@ static size_t args(napi_env env, napi_callback_info info, napi_value *argv, size
   return argc;
 }
 
-/* listen(family 4|6, address, port, backlog): a listening, non-blocking TCP socket's fd. */
+/*
+ * listen(family 4|6, address, port, backlog): a listening, non-blocking TCP socket's fd. An IPv6
+ * address may name its zone as Node's listen takes it ("fe80::1%eth0", or the interface's index,
+ * "%2"): the scope a link-local address needs.
+ */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
   napi_value a[4];
   args(env, info, a, 4);
   int family = int_arg(env, a[0], 4) == 6 ? AF_INET6 : AF_INET;
-  char host[INET6_ADDRSTRLEN + 1];
+  char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
   size_t len = 0;
   if (napi_get_value_string_utf8(env, a[1], host, sizeof host, &len) != napi_ok) return num(env, -EINVAL);
+  if (len >= sizeof host - 1) return num(env, -EINVAL);
   int port = int_arg(env, a[2], -1), backlog = int_arg(env, a[3], 511);
   if (port < 0 || port > 65535) return num(env, -EINVAL);
   struct sockaddr_storage ss;
@@ -69,6 +75,15 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&ss;
     sa->sin6_family = AF_INET6;
     sa->sin6_port = htons(port);
+    char *zone = strchr(host, '%');
+    if (zone != NULL) {
+      *zone++ = '\0';
+      if (*zone == '\0') return num(env, -EINVAL);
+      char *end;
+      unsigned long index = strtoul(zone, &end, 10);
+      /* An unknown interface is scope 0, as libuv has it: bind then refuses a link-local address. */
+      sa->sin6_scope_id = *end == '\0' ? (uint32_t)index : if_nametoindex(zone);
+    }
     if (inet_pton(AF_INET6, host, &sa->sin6_addr) != 1) return num(env, -EINVAL);
     sslen = sizeof *sa;
   }

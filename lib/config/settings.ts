@@ -22,7 +22,10 @@ import {
 export const SETTING_SPECS = {
   // --- service -------------------------------------------------------------------------------
   SERVICE_NAME: text()({ default: 'Agent', desc: 'service name (logs, metrics resource)' }),
-  SERVICE_HOST: text(true)({ default: '0.0.0.0', desc: 'bind address' }),
+  SERVICE_HOST: text(true)({
+    default: '0.0.0.0',
+    desc: 'bind address (an IPv6 link-local address with its zone: fe80::1%eth0)',
+  }),
   SERVICE_PORT: port({ default: 17870, desc: 'bind port' }),
   SERVICE_WORKERS: workers(availableParallelism)({
     default: 1,

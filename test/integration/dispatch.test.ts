@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Exposition } from '../support/prometheus.js';
 import {
@@ -251,6 +251,31 @@ for (const handoff of ['native', 'ipc'] as const)
       const pid = await healthOn(s, 15000);
       expect(pid).to.not.equal(only);
       expect(svc.readyWorkerPids()).to.include(pid);
+    });
+
+    it('an IPv6 address with a zone is listened on, as Node takes it (::1%lo; a link-local address of this host)', async () => {
+      // The zone is the scope a link-local address needs; on loopback it is taken and unused.
+      const hosts: [listen: string, connect: string][] = [['::1%lo', '::1']];
+      for (const [name, addrs] of Object.entries(networkInterfaces()))
+        for (const a of addrs ?? [])
+          if (a.family === 'IPv6' && a.address.startsWith('fe80:') && hosts.length < 2)
+            hosts.push([`${a.address}%${name}`, `${a.address}%${name}`]);
+      for (const [host, to] of hosts) {
+        svc = await startLeastconn(handoff, { SERVICE_HOST: host, SERVICE_WORKERS: '1' });
+        await svc.waitReady();
+        const s = net.connect(svc.port, to);
+        open.push(s);
+        expect(svc.readyWorkerPids()).to.include(await healthOn(s));
+        await svc.stop('SIGKILL');
+        svc = undefined;
+      }
+    });
+
+    it('a link-local address with an unknown zone stops the start with a clear error', async () => {
+      svc = await startLeastconn(handoff, { SERVICE_HOST: 'fe80::1%nosuchif0' });
+      const { code } = await svc.exited;
+      expect(code).to.not.equal(0);
+      expect(svc.output).to.match(/fe80::1%nosuchif0/);
     });
 
     it('the handoff in use is the one configured', async () => {
