@@ -49,8 +49,8 @@ static size_t args(napi_env env, napi_callback_info info, napi_value *argv, size
 
 /*
  * listen(family 4|6, address, port, backlog): a listening, non-blocking TCP socket's fd. An IPv6
- * address may name its zone as Node's listen takes it ("fe80::1%eth0", or the interface's index,
- * "%2"): the scope a link-local address needs.
+ * address may name its zone (an interface) as Node's listen takes it, "fe80::1%eth0": the scope a
+ * link-local address needs.
  */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
   napi_value a[4];
@@ -79,10 +79,8 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     if (zone != NULL) {
       *zone++ = '\0';
       if (*zone == '\0') return num(env, -EINVAL);
-      char *end;
-      unsigned long index = strtoul(zone, &end, 10);
       /* An unknown interface is scope 0, as libuv has it: bind then refuses a link-local address. */
-      sa->sin6_scope_id = *end == '\0' ? (uint32_t)index : if_nametoindex(zone);
+      sa->sin6_scope_id = if_nametoindex(zone);
     }
     if (inet_pton(AF_INET6, host, &sa->sin6_addr) != 1) return num(env, -EINVAL);
     sslen = sizeof *sa;
