@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { sampleConfig } from '../support/bot-config.js';
 import { createBot } from '../support/chat.js';
-import { mysqlEnv, scratchDatabase } from '../support/mysql.js';
+import { mysqlEnv, mysqlTargetOrLocal, scratchDatabase } from '../support/mysql.js';
 import { OtlpReceiver } from '../support/otlp-receiver.js';
 import { request, ROOT, sleep, startService } from '../support/service.js';
 import { busyMs, topSelf } from './cpuprofile-top.js';
@@ -29,13 +29,7 @@ let db: Awaited<ReturnType<typeof scratchDatabase>> | undefined;
 let upstream: ReturnType<typeof spawn> | undefined;
 let receiver: OtlpReceiver | undefined;
 if (kind === 'redis') {
-  db = await scratchDatabase({
-    host: '127.0.0.1',
-    port: 3306,
-    user: 'root',
-    password: '',
-    database: 'test',
-  });
+  db = await scratchDatabase(mysqlTargetOrLocal());
   Object.assign(env, mysqlEnv(db.target), { REDIS_ADDR: '127.0.0.1:6379' });
   // REDIS_CLIENT_CACHE=0 profiles the read with its Redis round trip (no near cache).
   if (process.env.REDIS_CLIENT_CACHE) env.REDIS_CLIENT_CACHE = process.env.REDIS_CLIENT_CACHE;

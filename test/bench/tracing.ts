@@ -89,6 +89,15 @@ const SHAPES: Shape[] = [
   },
 ];
 
+/** A shape's rounds (times `factor`); BENCH_ROUNDS=n scales them by n/12, at least 2. */
+function roundsOf(shape: Shape, factor = 1): number {
+  const scale = Number(process.env.BENCH_ROUNDS ?? 0) / 12 || 1;
+  return Math.max(2, Math.round(shape.rounds * scale * factor));
+}
+
+const pct = (x: number) => `${fmt(x * 100, 1)} %`;
+const spread = (xs: number[]) => `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
+
 /**
  * Rounds in which the four services are loaded at the same time (each its own 10 concurrent
  * streams), so that whatever else the machine does falls on all four alike: each service's
@@ -105,9 +114,8 @@ async function sideBySide(
   pid: Record<string, number>,
   run: (k: Kind, bot: string) => () => Promise<boolean>,
 ): Promise<number> {
-  const scale = Number(process.env.BENCH_ROUNDS ?? 0) / 12 || 1;
   const N = shape.streams;
-  const ROUNDS = Math.max(2, Math.round(shape.rounds * scale));
+  const ROUNDS = roundsOf(shape);
   const kinds: Kind[] = ['off', 'same', 'on', 'ratio'];
   const none = (): Record<Kind, number[]> => ({ off: [], same: [], on: [], ratio: [] });
   const per = none();
@@ -132,8 +140,6 @@ async function sideBySide(
   const med = (xs: number[]) => percentile(xs, 50);
   const ratios = (src: Record<Kind, number[]>, k: Kind) =>
     src[k].map((v, i) => v / src.off[i]! - 1);
-  const pct = (x: number) => `${fmt(x * 100, 1)} %`;
-  const spread = (xs: number[]) => `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
   console.log(
     `\nchat streams, ${shape.label}; 4 services at once, 10 concurrent streams each, ${ROUNDS} rounds of ${N} per service, errors: ${bad}`,
   );
@@ -181,12 +187,10 @@ async function phases(
   pid: Record<string, number>,
   run: (k: 'off' | 'on', traceparent: () => string) => () => Promise<boolean>,
 ): Promise<void> {
-  const scale = Number(process.env.BENCH_ROUNDS ?? 0) / 12 || 1;
   const N = shape.streams;
-  const ROUNDS = Math.max(2, Math.round(shape.rounds * scale * 0.5));
+  const ROUNDS = roundsOf(shape, 0.5);
   const parent = (flags: string) => () =>
     `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-${flags}`;
-  const pct = (x: number) => `${fmt(x * 100, 1)} %`;
   console.log(
     `\nthe \`on\` and \`off\` workers at once, ${shape.label}, callers sending a traceparent: phases of ${ROUNDS} rounds of ${N} streams each`,
   );
@@ -219,7 +223,7 @@ async function phases(
       addedUs.push((per.on! - per.off!) * 1000);
     }
     console.log(
-      `  ${label}: traced vs untraced worker CPU per stream, median ${pct(percentile(ratios, 50))} (p25 ${pct(percentile(ratios, 25))}, p75 ${pct(percentile(ratios, 75))}), ${fmt(percentile(addedUs, 50), 0)} µs`,
+      `  ${label}: traced vs untraced worker CPU per stream, median ${pct(percentile(ratios, 50))} (${spread(ratios)}), ${fmt(percentile(addedUs, 50), 0)} µs`,
     );
   }
   console.log(`  errors: ${bad}`);
