@@ -4,9 +4,11 @@
 // exported to a receiver in this process, default batch settings) and on at a 10 % ratio; the
 // same bots and fake upstream (own process); streams of three shapes (SHAPES: 50 chunks paced as
 // a real LLM, the same unpaced (the worst case), 300 chunks paced), in rounds in which the four
-// are loaded at once; worker CPU per stream from /proc. Then the instrumentation of a whole ReAct
-// run (HTTP, invoke_agent, retrieval, 4 chat, 2 execute_tool, an MCP call) with no provider
-// registered, in this process: what "off" adds, in ns per run.
+// are loaded at once; worker CPU per stream from /proc; the paced shape again in passes with four
+// fresh services (BENCH_TRACING_PASSES), as one pair of processes carries an offset of its own.
+// Then the instrumentation of a whole ReAct run (HTTP, invoke_agent, retrieval, 4 chat,
+// 2 execute_tool, an MCP call) with no provider registered, in this process: what "off" adds,
+// in ns per run.
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import {
@@ -98,6 +100,14 @@ function roundsOf(shape: Shape, factor = 1): number {
 const pct = (x: number) => `${fmt(x * 100, 1)} %`;
 const spread = (xs: number[]) => `p25 ${pct(percentile(xs, 25))}, p75 ${pct(percentile(xs, 75))}`;
 
+/** A side-by-side pass's medians: worker CPU per stream off, and the per-round ratios to it. */
+interface PassFigures {
+  offMs: number;
+  same: number;
+  on: number;
+  ratio: number;
+}
+
 /**
  * Rounds in which the four services are loaded at the same time (each its own 10 concurrent
  * streams), so that whatever else the machine does falls on all four alike: each service's
@@ -113,7 +123,7 @@ async function sideBySide(
   services: Record<Kind, Service>,
   pid: Record<string, number>,
   run: (k: Kind, bot: string) => () => Promise<boolean>,
-): Promise<number> {
+): Promise<PassFigures> {
   const N = shape.streams;
   const ROUNDS = roundsOf(shape);
   const kinds: Kind[] = ['off', 'same', 'on', 'ratio'];
@@ -169,7 +179,12 @@ async function sideBySide(
       );
     }
   }
-  return med(per.off);
+  return {
+    offMs: med(per.off),
+    same: med(ratios(per, 'same')),
+    on: med(ratios(per, 'on')),
+    ratio: med(ratios(per, 'ratio')),
+  };
 }
 
 /**
@@ -371,16 +386,17 @@ const bench: Bench = {
         ? { OTLP_TRACE_MAX_EXPORT_BATCH_SIZE: process.env.BENCH_BATCH }
         : {}),
     });
-    const services: Record<Kind, Service> = {
-      off: await startService({ env: common }),
-      same: await startService({ env: common }),
-      on: await startService({ env: traced('parentbased_always_on') }),
-      ratio: await startService({ env: traced('parentbased_traceidratio', '0.1') }),
-    };
-    try {
+    const api = `http://127.0.0.1:${upstream.port}/v1`;
+    // The four services, each with the shapes' bots, and their workers' pids.
+    const startFour = async () => {
+      const services: Record<Kind, Service> = {
+        off: await startService({ env: common }),
+        same: await startService({ env: common }),
+        on: await startService({ env: traced('parentbased_always_on') }),
+        ratio: await startService({ env: traced('parentbased_traceidratio', '0.1') }),
+      };
       await Promise.all(Object.values(services).map((s) => s.waitReady()));
       await sleep(500);
-      const api = `http://127.0.0.1:${upstream.port}/v1`;
       const pid: Record<string, number> = {};
       for (const [k, s] of Object.entries(services)) {
         for (const shape of SHAPES)
@@ -389,6 +405,11 @@ const bench: Bench = {
         if (pids.length !== 1) throw new Error(`expected 1 worker, found ${pids.length}`);
         pid[k] = pids[0]!;
       }
+      return { services, pid };
+    };
+    let cur: Awaited<ReturnType<typeof startFour>> | undefined;
+    try {
+      cur = await startFour();
       const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
       const bodies = Object.fromEntries(
         SHAPES.map((shape) => [
@@ -401,29 +422,65 @@ const bench: Bench = {
         ]),
       );
       const run = (k: Kind, bot: string) => () =>
-        chatStream(agent, services[k].port, bodies[bot]!, APP);
+        chatStream(agent, cur!.services[k].port, bodies[bot]!, APP);
       // First, while the traced worker has recorded nothing: the phases (they need it fresh).
       const paced = SHAPES[0]!;
       await phases(
         paced,
-        pid,
+        cur.pid,
         (k, traceparent) => () =>
-          chatStream(agent, services[k].port, bodies[paced.bot]!, APP, {
+          chatStream(agent, cur!.services[k].port, bodies[paced.bot]!, APP, {
             traceparent: traceparent(),
           }),
       );
       // A long warm-up: the export path (serialising a batch, every 3 s) runs rarely, and V8
       // optimises it only after a few dozen exports; a worker lives for hours.
-      const warmUntil = Date.now() + Number(process.env.BENCH_WARMUP_MS ?? 20_000);
-      while (Date.now() < warmUntil)
-        for (const k of ['off', 'same', 'on', 'ratio'] as const)
-          for (const shape of SHAPES) await batch(shape.streams / 2, 10, run(k, shape.bot));
+      const warm = async (shapes: Shape[]) => {
+        const warmUntil = Date.now() + Number(process.env.BENCH_WARMUP_MS ?? 20_000);
+        while (Date.now() < warmUntil)
+          for (const k of ['off', 'same', 'on', 'ratio'] as const)
+            for (const shape of shapes) await batch(shape.streams / 2, 10, run(k, shape.bot));
+      };
+      await warm(SHAPES);
 
       console.log(
         `machine: ${process.env.BENCH_NOTE ?? 'shared 2-core machine (other jobs running)'}; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
       );
-      const offMs: number[] = [];
-      for (const shape of SHAPES) offMs.push(await sideBySide(shape, services, pid, run));
+      const figures: PassFigures[] = [];
+      for (const shape of SHAPES) figures.push(await sideBySide(shape, cur.services, cur.pid, run));
+      const offMs = figures.map((f) => f.offMs);
+      // Two workers started alike can differ by several per cent for their whole lives (in one
+      // run of six, 7 %; neither ASLR nor V8's seeds explain it), which one pair of processes
+      // cannot tell from tracing's cost. So the target's shape is measured again with four
+      // fresh services (BENCH_TRACING_PASSES, 3 by default), and the headline is the median of
+      // the passes.
+      const passes = [figures[0]!];
+      const wanted = Math.max(1, Number(process.env.BENCH_TRACING_PASSES ?? 3));
+      while (passes.length < wanted) {
+        await Promise.all(Object.values(cur.services).map((s) => s.stop()));
+        cur = undefined;
+        cur = await startFour();
+        await warm([paced]);
+        console.log(`\npass ${passes.length + 1} of ${wanted}: four fresh services`);
+        passes.push(await sideBySide(paced, cur.services, cur.pid, run));
+      }
+      const across = (k: 'on' | 'same' | 'ratio') => passes.map((f) => pct(f[k])).join(', ');
+      const medOf = (k: 'on' | 'same' | 'ratio') =>
+        pct(
+          percentile(
+            passes.map((f) => f[k]),
+            50,
+          ),
+        );
+      console.log(
+        `\n${paced.label}, worker CPU per stream, each pass's median of per-round ratios (${passes.length} passes, fresh processes each):`,
+      );
+      console.log(
+        `  tracing on (all sampled and exported) vs off: ${across('on')}; median of the passes ${medOf('on')} (target <= 5 %)`,
+      );
+      console.log(
+        `  noise (off vs off): ${across('same')}; median ${medOf('same')}. parentbased_traceidratio 0.1: ${across('ratio')}; median ${medOf('ratio')}`,
+      );
       const shares = (us: number, digits: number) =>
         `${fmt((us / 1000 / offMs[0]!) * 100, digits)} % of a paced chat stream's worker CPU, ${fmt((us / 1000 / offMs[1]!) * 100, digits)} % of an unpaced one (tracing off, above)`;
       agent.destroy();
@@ -476,7 +533,7 @@ const bench: Bench = {
         `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported, ${handle.protocol}) costs ${fmt(sdkUs, 1)} µs CPU = ${shares(sdkUs, 2)}`,
       );
     } finally {
-      await Promise.all(Object.values(services).map((s) => s.stop()));
+      if (cur) await Promise.all(Object.values(cur.services).map((s) => s.stop()));
       await receiver.stop();
       upstream.proc.kill('SIGTERM');
     }
