@@ -387,25 +387,37 @@ const bench: Bench = {
         : {}),
     });
     const api = `http://127.0.0.1:${upstream.port}/v1`;
-    // The four services, each with the shapes' bots, and their workers' pids.
+    // The four services, each with the shapes' bots, and their workers' pids (those started are
+    // stopped again if one fails, as the caller gets nothing to stop).
     const startFour = async () => {
-      const services: Record<Kind, Service> = {
-        off: await startService({ env: common }),
-        same: await startService({ env: common }),
-        on: await startService({ env: traced('parentbased_always_on') }),
-        ratio: await startService({ env: traced('parentbased_traceidratio', '0.1') }),
+      const started: Service[] = [];
+      const one = async (env: Record<string, string>) => {
+        const s = await startService({ env });
+        started.push(s);
+        return s;
       };
-      await Promise.all(Object.values(services).map((s) => s.waitReady()));
-      await sleep(500);
-      const pid: Record<string, number> = {};
-      for (const [k, s] of Object.entries(services)) {
-        for (const shape of SHAPES)
-          await createBot(s.port, APP, shape.bot, { domain: shape.model, api });
-        const pids = s.readyWorkerPids();
-        if (pids.length !== 1) throw new Error(`expected 1 worker, found ${pids.length}`);
-        pid[k] = pids[0]!;
+      try {
+        const services: Record<Kind, Service> = {
+          off: await one(common),
+          same: await one(common),
+          on: await one(traced('parentbased_always_on')),
+          ratio: await one(traced('parentbased_traceidratio', '0.1')),
+        };
+        await Promise.all(Object.values(services).map((s) => s.waitReady()));
+        await sleep(500);
+        const pid: Record<string, number> = {};
+        for (const [k, s] of Object.entries(services)) {
+          for (const shape of SHAPES)
+            await createBot(s.port, APP, shape.bot, { domain: shape.model, api });
+          const pids = s.readyWorkerPids();
+          if (pids.length !== 1) throw new Error(`expected 1 worker, found ${pids.length}`);
+          pid[k] = pids[0]!;
+        }
+        return { services, pid };
+      } catch (err) {
+        await Promise.all(started.map((s) => s.stop()));
+        throw err;
       }
-      return { services, pid };
     };
     let cur: Awaited<ReturnType<typeof startFour>> | undefined;
     try {
