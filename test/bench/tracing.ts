@@ -470,7 +470,7 @@ const bench: Bench = {
       const wanted = Math.max(1, Number(process.env.BENCH_TRACING_PASSES ?? 3));
       while (passes.length < wanted) {
         await Promise.all(Object.values(cur.services).map((s) => s.stop()));
-        cur = undefined;
+        cur = undefined; // stopped: should the next start fail, `finally` has nothing to stop
         cur = await startFour();
         await warm([paced]);
         console.log(`\npass ${passes.length + 1} of ${wanted}: four fresh services`);
