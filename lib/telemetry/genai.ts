@@ -5,7 +5,7 @@
 // through an async context manager: the runs are async generators, whose steps resume in the
 // caller's async context. Contents (messages, tool arguments and results, retrieval query and
 // documents) are recorded only when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).
-import type { Attributes, Context, Span, SpanKind } from '@opentelemetry/api';
+import type { Attributes, Context, Span, SpanKind, SpanStatus } from '@opentelemetry/api';
 import {
   AGENT_APP_ID,
   AGENT_CALLER,
@@ -50,7 +50,15 @@ import {
   SERVER_ADDRESS,
   SERVER_PORT,
 } from './semconv.js';
-import { KIND, recordError, spanContext, STATUS_ERROR, tracer, tracingOptions } from './tracing.js';
+import {
+  endSpan,
+  errorEnding,
+  KIND,
+  spanContext,
+  STATUS_ERROR,
+  tracer,
+  tracingOptions,
+} from './tracing.js';
 
 /** Token counts as the upstream reported them. */
 export interface TokenUsage {
@@ -152,31 +160,33 @@ export function wantsOutput(span: Span): boolean {
 }
 
 export function endChatSpan(span: Span, r: ChatResult): void {
-  if (span.isRecording()) {
-    if (r.responseId) span.setAttribute(GEN_AI_RESPONSE_ID, r.responseId);
-    if (r.responseModel) span.setAttribute(GEN_AI_RESPONSE_MODEL, r.responseModel);
-    if (r.finishReasons.length > 0)
-      span.setAttribute(GEN_AI_RESPONSE_FINISH_REASONS, [...r.finishReasons]);
-    if (r.usage) {
-      span.setAttribute(GEN_AI_USAGE_INPUT_TOKENS, r.usage.input);
-      span.setAttribute(GEN_AI_USAGE_OUTPUT_TOKENS, r.usage.output);
-    }
-    if (r.ttfcS !== undefined) span.setAttribute(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, r.ttfcS);
-    if (r.output !== undefined && tracingOptions().captureContent) {
-      span.setAttribute(
-        GEN_AI_OUTPUT_MESSAGES,
-        json([
-          {
-            role: 'assistant',
-            parts: textParts(r.output),
-            finish_reason: r.finishReasons[0] ?? (r.error ? 'error' : 'stop'),
-          },
-        ]),
-      );
-    }
-    if (r.error !== undefined) recordError(span, r.error, AGENT_CODE);
+  if (!span.isRecording()) return span.end();
+  const a: Attributes = {};
+  if (r.responseId) a[GEN_AI_RESPONSE_ID] = r.responseId;
+  if (r.responseModel) a[GEN_AI_RESPONSE_MODEL] = r.responseModel;
+  if (r.finishReasons.length > 0) a[GEN_AI_RESPONSE_FINISH_REASONS] = [...r.finishReasons];
+  if (r.usage) {
+    a[GEN_AI_USAGE_INPUT_TOKENS] = r.usage.input;
+    a[GEN_AI_USAGE_OUTPUT_TOKENS] = r.usage.output;
   }
-  span.end();
+  if (r.ttfcS !== undefined) a[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = r.ttfcS;
+  if (r.output !== undefined && tracingOptions().captureContent) {
+    a[GEN_AI_OUTPUT_MESSAGES] = json([
+      {
+        role: 'assistant',
+        parts: textParts(r.output),
+        finish_reason: r.finishReasons[0] ?? (r.error ? 'error' : 'stop'),
+      },
+    ]);
+  }
+  endWith(span, a, r.error);
+}
+
+/** Ends a recording span with `a`, and the marks of `error` when there is one. */
+function endWith(span: Span, a: Attributes, error: unknown): void {
+  if (error === undefined) return endSpan(span, a);
+  const failed = errorEnding(error, AGENT_CODE);
+  endSpan(span, { ...a, ...failed.attributes }, failed.status);
 }
 
 // ---- invoke_agent {name} -------------------------------------------------------------------
@@ -210,21 +220,22 @@ export function endAgentSpan(
   span: Span,
   r: { code: number; aborted: boolean; usage?: TokenUsage },
 ): void {
-  if (span.isRecording()) {
-    if (r.usage) {
-      span.setAttribute(GEN_AI_USAGE_INPUT_TOKENS, r.usage.input);
-      span.setAttribute(GEN_AI_USAGE_OUTPUT_TOKENS, r.usage.output);
-    }
-    if (r.aborted) span.setAttribute(ERROR_TYPE, 'cancelled');
-    else {
-      span.setAttribute(AGENT_CODE, r.code);
-      if (r.code !== 0) {
-        span.setAttribute(ERROR_TYPE, String(r.code));
-        span.setStatus({ code: STATUS_ERROR });
-      }
+  if (!span.isRecording()) return span.end();
+  const a: Attributes = {};
+  let status: SpanStatus | undefined;
+  if (r.usage) {
+    a[GEN_AI_USAGE_INPUT_TOKENS] = r.usage.input;
+    a[GEN_AI_USAGE_OUTPUT_TOKENS] = r.usage.output;
+  }
+  if (r.aborted) a[ERROR_TYPE] = 'cancelled';
+  else {
+    a[AGENT_CODE] = r.code;
+    if (r.code !== 0) {
+      a[ERROR_TYPE] = String(r.code);
+      status = { code: STATUS_ERROR };
     }
   }
-  span.end();
+  endSpan(span, a, status);
 }
 
 // ---- execute_tool {name} and tools/call {name} ---------------------------------------------
@@ -255,12 +266,11 @@ export function startToolSpan(parent: Context | undefined, t: ToolCallInfo): Sta
 }
 
 export function endToolSpan(span: Span, r: { result?: unknown; error?: unknown }): void {
-  if (span.isRecording()) {
-    if (r.result !== undefined && tracingOptions().captureContent)
-      span.setAttribute(GEN_AI_TOOL_CALL_RESULT, json(r.result));
-    if (r.error !== undefined) recordError(span, r.error, AGENT_CODE);
-  }
-  span.end();
+  if (!span.isRecording()) return span.end();
+  const a: Attributes = {};
+  if (r.result !== undefined && tracingOptions().captureContent)
+    a[GEN_AI_TOOL_CALL_RESULT] = json(r.result);
+  endWith(span, a, r.error);
 }
 
 export interface McpCallInfo {
@@ -289,16 +299,16 @@ export function startMcpCallSpan(parent: Context | undefined, c: McpCallInfo): S
 
 /** Ends an MCP client span; a result with `isError` is a tool error (error.type tool_error). */
 export function endMcpCallSpan(span: Span, r: { result?: unknown; error?: unknown }): void {
-  if (span.isRecording()) {
-    if (r.result !== undefined && tracingOptions().captureContent)
-      span.setAttribute(GEN_AI_TOOL_CALL_RESULT, json(r.result));
-    if (r.error !== undefined) recordError(span, r.error, AGENT_CODE);
-    else if ((r.result as { isError?: unknown } | undefined)?.isError === true) {
-      span.setAttribute(ERROR_TYPE, 'tool_error');
-      span.setStatus({ code: STATUS_ERROR });
-    }
+  if (!span.isRecording()) return span.end();
+  const a: Attributes = {};
+  if (r.result !== undefined && tracingOptions().captureContent)
+    a[GEN_AI_TOOL_CALL_RESULT] = json(r.result);
+  if (r.error !== undefined) return endWith(span, a, r.error);
+  if ((r.result as { isError?: unknown } | undefined)?.isError === true) {
+    a[ERROR_TYPE] = 'tool_error';
+    return endSpan(span, a, { code: STATUS_ERROR });
   }
-  span.end();
+  endSpan(span, a);
 }
 
 function addServer(a: Attributes, url: string | undefined): void {
@@ -338,10 +348,9 @@ export function endRetrievalSpan(
   span: Span,
   r: { documents?: () => readonly { id: string; content?: string }[]; error?: unknown },
 ): void {
-  if (span.isRecording()) {
-    if (r.documents && r.error === undefined && tracingOptions().captureContent)
-      span.setAttribute(GEN_AI_RETRIEVAL_DOCUMENTS, json(r.documents()));
-    if (r.error !== undefined) recordError(span, r.error, AGENT_CODE);
-  }
-  span.end();
+  if (!span.isRecording()) return span.end();
+  const a: Attributes = {};
+  if (r.documents && r.error === undefined && tracingOptions().captureContent)
+    a[GEN_AI_RETRIEVAL_DOCUMENTS] = json(r.documents());
+  endWith(span, a, r.error);
 }

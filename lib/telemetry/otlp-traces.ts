@@ -25,7 +25,7 @@ import type { Settings } from '../config/settings.js';
 import type { Logger } from './logger.js';
 import { exportFailureWarning } from './rate-limit.js';
 import { resourceAttributes } from './resource.js';
-import { legacyGenAiWanted, tracingStarted, tracingStopped } from './tracing.js';
+import { flushEndings, legacyGenAiWanted, tracingStarted, tracingStopped } from './tracing.js';
 import { within } from './deadline.js';
 
 type TraceSettings = Pick<
@@ -159,6 +159,7 @@ export async function startTracing(opts: {
     shutdown(timeoutMs) {
       stopping ??= (async () => {
         tracingStopped();
+        flushEndings(); // the spans ended but not yet handed to the SDK
         // shutdown() exports what the batch processor holds, then closes the exporter.
         await within(provider.shutdown(), timeoutMs);
       })();

@@ -125,6 +125,7 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     const traceId = hex(16);
     const callerSpan = hex(8);
     const mcpSeen = mcp.requestIds.length;
+    const sentAt = Date.now();
     const r = await chatRaw(
       svc.port,
       {
@@ -141,6 +142,7 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
         'X-Request-Id': `rid-react-${traceId}`,
       },
     );
+    const answeredAt = Date.now();
     const { chunks, done } = parseSse(withoutComments(r.raw));
     expect(done).to.equal(true);
     const stop = chunks[chunks.length - 2]!;
@@ -181,6 +183,20 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
       expect(s.parentSpanId, s.name).to.equal(agent.spanId);
     expect(mcpCall.parentSpanId).to.equal(addTool.spanId);
     for (const s of spans) expect(s.traceId).to.equal(traceId);
+    // The times: the spans end in batches after the fact (with the end times taken when they
+    // ended) and the server span starts with the run (at the request's arrival time), so each
+    // span must still lie within its parent and the request within the client's view of it
+    // (ms, truncated; 2 ms for the worker's clock offset, read once per span).
+    expect(http.startMs).to.be.within(sentAt - 2, answeredAt);
+    expect(http.endMs).to.be.within(http.startMs, answeredAt + 2);
+    const byId = new Map(spans.map((s) => [s.spanId, s]));
+    for (const s of spans) {
+      expect(s.endMs, s.name).to.be.at.least(s.startMs);
+      const parent = byId.get(s.parentSpanId);
+      if (!parent) continue;
+      expect(s.startMs, s.name).to.be.at.least(parent.startMs - 2);
+      expect(s.endMs, s.name).to.be.at.most(parent.endMs + 2);
+    }
     // Exported as protobuf, the OTLP default (the receiver decodes the bytes by hand).
     for (const s of spans) expect(s.via, s.name).to.equal('protobuf');
     expect(otlp.rejected).to.deep.equal([]);
