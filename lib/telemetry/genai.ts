@@ -53,6 +53,7 @@ import {
 import {
   endSpan,
   errorEnding,
+  holdAttributes,
   KIND,
   spanContext,
   STATUS_ERROR,
@@ -79,7 +80,7 @@ function start(
   attributes: () => Attributes,
 ): Started {
   const span = tracer().startSpan(name, { kind }, parent);
-  if (span.isRecording()) span.setAttributes(attributes());
+  if (span.isRecording()) holdAttributes(span, attributes());
   return { span, context: spanContext(span, parent) };
 }
 

@@ -167,11 +167,29 @@ const END_BATCH_MAX = 256;
 let endings: (() => void)[] = [];
 let endTimer: NodeJS.Timeout | undefined;
 
+const HELD = Symbol('astron.heldAttributes');
+type Holding = Span & { [HELD]?: Attributes };
+
+/**
+ * Attributes a recording span has from its start, set on it in the end batch with the others
+ * (nothing reads a span's attributes before its end, our samplers included): the start of a
+ * span, on the request's path, is then only the SDK's startSpan.
+ */
+export function holdAttributes(span: Span, attributes: Attributes): void {
+  (span as Holding)[HELD] = attributes;
+}
+
+function setHeld(span: Span): void {
+  const held = (span as Holding)[HELD];
+  if (held) span.setAttributes(held);
+}
+
 /** Ends `span` now, by the clock, with these last attributes and status; the SDK's work later. */
 export function endSpan(span: Span, attributes?: Attributes, status?: SpanStatus): void {
   if (!span.isRecording()) return span.end();
   const at = performance.now();
   queueEnding(() => {
+    setHeld(span);
     if (attributes) span.setAttributes(attributes);
     if (status) span.setStatus(status);
     span.end(at);
@@ -261,7 +279,7 @@ class LazyServerSpan implements ServerSpan {
         : otel.propagation.extract(otel.ROOT_CONTEXT, req.headers);
     const span = tracer().startSpan(method, { kind: KIND.SERVER, startTime: this.at }, parent);
     // Attributes only for a span the sampler kept (our samplers do not read them).
-    if (span.isRecording()) span.setAttributes(serverAttributes(req, method, this.clientAddress));
+    if (span.isRecording()) holdAttributes(span, serverAttributes(req, method, this.clientAddress));
     this.span = span;
     return (this.context = otel.trace.setSpan(parent, span));
   }
@@ -273,6 +291,7 @@ class LazyServerSpan implements ServerSpan {
       this.open();
       const span = this.span!;
       if (!span.isRecording()) return span.end();
+      setHeld(span);
       // The metrics' route label is mount path + route path ("/agent/v1/chat/completions/" for
       // a router's "/"); http.route is the path template a client sees.
       const route = label.length > 1 && label.endsWith('/') ? label.slice(0, -1) : label;
