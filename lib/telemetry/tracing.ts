@@ -181,14 +181,25 @@ export function holdAttributes(span: Span, attributes: Attributes): void {
 
 function setHeld(span: Span): void {
   const held = (span as Holding)[HELD];
-  if (held) span.setAttributes(held);
+  if (!held) return;
+  span.setAttributes(held);
+  (span as Holding)[HELD] = undefined; // the span waits for its export; its copy is enough
 }
 
-/** Ends `span` now, by the clock, with these last attributes and status; the SDK's work later. */
-export function endSpan(span: Span, attributes?: Attributes, status?: SpanStatus): void {
+/**
+ * Ends `span` now, by the clock, with these last attributes, status and name; the SDK's work
+ * later, in the batch.
+ */
+export function endSpan(
+  span: Span,
+  attributes?: Attributes,
+  status?: SpanStatus,
+  name?: string,
+): void {
   if (!span.isRecording()) return span.end();
   const at = performance.now();
   queueEnding(() => {
+    if (name !== undefined) span.updateName(name);
     setHeld(span);
     if (attributes) span.setAttributes(attributes);
     if (status) span.setStatus(status);
@@ -250,27 +261,31 @@ type Carrier = IncomingMessage & { [SERVER]?: LazyServerSpan };
 
 /**
  * The server span of a request, started when first needed with the request's arrival as its
- * start time: by the run a chat request starts (its parent), else when its end is finished in a
- * batch. So a request's span work runs at one point of its life, with the run's own spans,
- * rather than also at its arrival (see "ending spans in batches").
+ * start time: by the run a chat request starts (its parent), else at the request's end. So a
+ * chat request's span work runs at one point of its life, with its run's spans, rather than
+ * also at its arrival (see "ending spans in batches").
  */
 class LazyServerSpan implements ServerSpan {
   private context: Context | undefined;
   private span: Span | undefined;
+
+  private readonly method: string;
 
   constructor(
     private readonly req: IncomingMessage,
     private readonly at: number,
     /** Read at arrival: a socket closed by the time the span starts has no address. */
     private readonly clientAddress: string | undefined,
-  ) {}
+  ) {
+    this.method = req.method ?? 'GET';
+  }
 
   /** The span's context (the parent of the request's run), the span started on first use. */
   open(): Context {
     if (this.context) return this.context;
     const otel = api!;
     const req = this.req;
-    const method = req.method ?? 'GET';
+    const method = this.method;
     // The caller's traceparent/tracestate, through the registered propagator (W3C, which finds
     // nothing without a traceparent).
     const parent =
@@ -285,25 +300,22 @@ class LazyServerSpan implements ServerSpan {
   }
 
   end(label: string, status: number): void {
-    if (this.span && !this.span.isRecording()) return this.span.end();
-    const at = performance.now();
-    queueEnding(() => {
-      this.open();
-      const span = this.span!;
-      if (!span.isRecording()) return span.end();
-      setHeld(span);
-      // The metrics' route label is mount path + route path ("/agent/v1/chat/completions/" for
-      // a router's "/"); http.route is the path template a client sees.
-      const route = label.length > 1 && label.endsWith('/') ? label.slice(0, -1) : label;
-      span.updateName(`${this.req.method ?? 'GET'} ${route}`);
-      span.setAttribute(HTTP_ROUTE, route);
-      span.setAttribute(HTTP_RESPONSE_STATUS_CODE, status);
-      if (status >= 500) {
-        span.setAttribute(ERROR_TYPE, String(status));
-        span.setStatus({ code: STATUS_ERROR });
-      }
-      span.end(at);
-    });
+    // A request that started no run: its span starts now (with its arrival time). The queued
+    // end holds the span and plain values only, not the request (kept alive, it would be
+    // promoted by the next scavenge with everything it references).
+    this.open();
+    const span = this.span!;
+    if (!span.isRecording()) return span.end();
+    // The metrics' route label is mount path + route path ("/agent/v1/chat/completions/" for
+    // a router's "/"); http.route is the path template a client sees.
+    const route = label.length > 1 && label.endsWith('/') ? label.slice(0, -1) : label;
+    const attributes: Attributes = {
+      [HTTP_ROUTE]: route,
+      [HTTP_RESPONSE_STATUS_CODE]: status,
+    };
+    if (status < 500) return endSpan(span, attributes, undefined, `${this.method} ${route}`);
+    attributes[ERROR_TYPE] = String(status);
+    endSpan(span, attributes, { code: STATUS_ERROR }, `${this.method} ${route}`);
   }
 }
 
