@@ -3,8 +3,10 @@
 // `execute_tool {tool}` per tool call (with an MCP client span `tools/call {tool}` under it for
 // MCP tools), `retrieval` for a knowledge query. Parents are passed explicitly (a Context), not
 // through an async context manager: the runs are async generators, whose steps resume in the
-// caller's async context. Contents (messages, tool arguments and results, retrieval query and
-// documents) are recorded only when capture is on (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).
+// caller's async context. A recording span's attributes are collected at its start and end and
+// handed to the SDK with its end, in a batch (endSpan in ./tracing.ts). Contents (messages, tool
+// arguments and results, retrieval query and documents) are recorded only when capture is on
+// (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).
 import type { Attributes, Context, Span, SpanKind, SpanStatus } from '@opentelemetry/api';
 import {
   AGENT_APP_ID,
