@@ -426,6 +426,36 @@ describe('traces, GenAI metrics, usage and keep-alive (end to end)', function ()
     }
   });
 
+  it('a caller that did not sample (flags 00): nothing recorded, the decision and trace id go upstream', async () => {
+    const model = `unsampled-model-${++seq}`;
+    llm.script(model, { plan: [['not sampled'], ['sampled']] });
+    const botId = `bot-unsampled-${seq}`;
+    await createBot(svc.port, APP, botId, { domain: model, api: llm.url });
+    const body = { bot_id: botId, messages: [user('hi')], stream: true };
+    const unsampled = hex(16);
+    const callerSpan = hex(8);
+    const r = await chatRaw(svc.port, body, {
+      'x-consumer-username': APP,
+      traceparent: `00-${unsampled}-${callerSpan}-00`,
+    });
+    expect(parseSse(withoutComments(r.raw)).done).to.equal(true);
+    // A sampled request after it: once its spans are in, the first request's would be too.
+    const sampled = hex(16);
+    const r2 = await chatRaw(svc.port, body, {
+      'x-consumer-username': APP,
+      traceparent: `00-${sampled}-${hex(8)}-01`,
+    });
+    expect(parseSse(withoutComments(r2.raw)).done).to.equal(true);
+    expect(await waitForTrace(sampled, 3)).to.have.length(3);
+    expect(otlp.trace(unsampled)).to.deep.equal([]);
+    const [first, second] = llm.byModel(model).map((c) => String(c.headers.traceparent));
+    // The chat span's own id (not the caller's), the caller's trace, not sampled.
+    const m = new RegExp(`^00-${unsampled}-([0-9a-f]{16})-00$`).exec(first!);
+    expect(m, first).to.not.equal(null);
+    expect(m![1]).to.not.equal(callerSpan).and.not.equal('0000000000000000');
+    expect(second).to.match(new RegExp(`^00-${sampled}-[0-9a-f]{16}-01$`));
+  });
+
   it('records contents when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on (and only the latest conventions with the opt-in)', async () => {
     const { model, botId } = await reactBot(capture);
     const traceId = hex(16);
