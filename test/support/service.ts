@@ -1,7 +1,7 @@
 // Drives the real CLI (dist/bin/agent.js) as a child process on a free port, in its own
 // temporary working directory, and reads its JSON log lines.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -215,8 +215,19 @@ export class Service {
   }
 }
 
+// Every folder a test makes goes when its process exits (a run of the suite made about 150, up to
+// half a megabyte each, and left them in /tmp); KEEP_TEST_DIRS=1 keeps them, to look into a failure.
+const made: string[] = [];
+process.once('exit', () => {
+  if (process.env.KEEP_TEST_DIRS === '1') return;
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new folder under the system's temporary folder, removed when this process exits. */
 export function tempDir(prefix = 'astron-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 export async function startService(opts: RunOptions = {}): Promise<Service> {

@@ -1,9 +1,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { AgentError } from '../../lib/agent/errors.js';
@@ -26,7 +24,7 @@ import { Snowflake } from '../../lib/store/snowflake.js';
 import { SqliteBotStore } from '../../lib/store/sqlite.js';
 import type { BotStore } from '../../lib/store/types.js';
 import { createLogger } from '../../lib/telemetry/logger.js';
-import { ROOT } from '../support/service.js';
+import { ROOT, tempDir } from '../support/service.js';
 
 const logger = createLogger({ role: 'cli', level: 'error', format: 'json' });
 const cfg = (app: string, bot: string, over: Record<string, unknown> = {}): BotConfig =>
@@ -157,7 +155,7 @@ describe('SqliteBotStore (:memory:)', () =>
 
 describe('SqliteBotStore on a file shared by several connections', () => {
   it('WAL mode; what one connection writes the other reads; duplicates refused across connections', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'astron-sqlite-')), 'sub', 'agent.db');
+    const path = join(tempDir('astron-sqlite-'), 'sub', 'agent.db');
     const [s1, s2] = await Promise.all([
       SqliteBotStore.open({ path, logger }),
       SqliteBotStore.open({ path, logger }),
@@ -174,7 +172,7 @@ describe('SqliteBotStore on a file shared by several connections', () => {
     }
   });
   it("getText's remembered answers: another connection's commit and this one's own writes are seen by the next read", async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'astron-sqlite-')), 'agent.db');
+    const path = join(tempDir('astron-sqlite-'), 'agent.db');
     const [s1, s2] = await Promise.all([
       SqliteBotStore.open({ path, logger }),
       SqliteBotStore.open({ path, logger }),
@@ -231,7 +229,7 @@ describe('SqliteBotStore on a file shared by several connections', () => {
         }
       }
       console.log(JSON.stringify(failures));`;
-    const dir = mkdtempSync(join(tmpdir(), 'astron-sqlite-race-'));
+    const dir = tempDir('astron-sqlite-race-');
     const at = String(Date.now() + 4000); // tsx's start-up included
     const runs = Array.from(
       { length: 8 },
