@@ -517,33 +517,36 @@ const bench: Bench = {
       // three spans of a chat stream with the real provider, sampler, batch processor and OTLP
       // JSON exporter (sending to a sink in another process), CPU of this process only.
       const sink = await startSink();
-      const handle = await startTracing({
-        settings: validateSettings({
-          OTEL_TRACES_EXPORTER: 'otlp',
-          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: sink.url,
-          OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? '',
-        }),
-        logger: createLogger({ role: 'cli', level: 'error', write: () => {} }),
-        instanceId: 'bench',
-      });
-      const fake = {
-        method: 'POST',
-        url: '/agent/v1/chat/completions',
-        headers: { host: '127.0.0.1:8080', 'user-agent': 'bench' },
-        httpVersion: '1.1',
-        socket: { remoteAddress: '127.0.0.1' },
-      } as unknown as http.IncomingMessage;
-      // Rounds of 400 streams, as in a batch above, so that the exports keep their usual size.
-      const sdkUs = await cpuPerCall(
-        () => chatStreamSpans(fake),
-        400,
-        40,
-        () => handle.shutdown(10_000),
-      );
-      sink.stop();
-      console.log(
-        `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported, ${handle.protocol}) costs ${fmt(sdkUs, 1)} µs CPU = ${shares(sdkUs, 2)}`,
-      );
+      try {
+        const handle = await startTracing({
+          settings: validateSettings({
+            OTEL_TRACES_EXPORTER: 'otlp',
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: sink.url,
+            OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? '',
+          }),
+          logger: createLogger({ role: 'cli', level: 'error', write: () => {} }),
+          instanceId: 'bench',
+        });
+        const fake = {
+          method: 'POST',
+          url: '/agent/v1/chat/completions',
+          headers: { host: '127.0.0.1:8080', 'user-agent': 'bench' },
+          httpVersion: '1.1',
+          socket: { remoteAddress: '127.0.0.1' },
+        } as unknown as http.IncomingMessage;
+        // Rounds of 400 streams, as in a batch above, so that the exports keep their usual size.
+        const sdkUs = await cpuPerCall(
+          () => chatStreamSpans(fake),
+          400,
+          40,
+          () => handle.shutdown(10_000),
+        );
+        console.log(
+          `tracing on, in-process: the SDK's work for one chat stream (3 spans sampled and exported, ${handle.protocol}) costs ${fmt(sdkUs, 1)} µs CPU = ${shares(sdkUs, 2)}`,
+        );
+      } finally {
+        sink.stop(); // also when the tracing does not start: the sink is a process of its own
+      }
     } finally {
       if (cur) await Promise.all(Object.values(cur.services).map((s) => s.stop()));
       await receiver.stop();
